@@ -1,0 +1,1 @@
+"""Shared code: the pure domain (shared.domain) and the Azure gateways (shared.azure)."""

@@ -1,0 +1,1 @@
+"""Azure gateways: the only place the app talks to Azure SDKs (typed wrappers over them)."""

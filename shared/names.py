@@ -1,0 +1,48 @@
+"""Function names shared by orchestrators, activities and triggers.
+
+Orchestrators call activities and sub-orchestrators by these constants (they may not import
+``activities``); the activities and triggers register under the same constants, so a rename is
+one edit and a typo is an import error, not a runtime "unknown function".
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Orchestrators
+ORCH_SAMPLE_FANOUT: Final = "sample_fanout"
+ORCH_IMAGE_BUILD_QUEUE: Final = "image_build_queue"
+ORCH_BUILD_IMAGE: Final = "build_image"
+ORCH_CLEANUP_BUILD: Final = "cleanup_build"
+
+# Activities: the sample
+ACT_SAMPLE_WORK: Final = "sample_work"
+
+# Activities: image build (one Azure call or query each; plain dicts in and out)
+ACT_RESOLVE_BUILD_PLAN: Final = "resolve_build_plan"
+ACT_ENSURE_GALLERY_IMAGE: Final = "ensure_gallery_image"
+ACT_ALLOCATE_VERSION: Final = "allocate_version"
+ACT_CREATE_BUILD_VM: Final = "create_build_vm"
+ACT_GET_VM_STATE: Final = "get_vm_state"
+ACT_START_RUN_COMMAND: Final = "start_run_command"
+ACT_GET_RUN_COMMAND: Final = "get_run_command"
+ACT_CREATE_SNAPSHOT: Final = "create_snapshot"
+ACT_CREATE_DISK_FROM_SNAPSHOT: Final = "create_disk_from_snapshot"
+ACT_GET_RESOURCE_STATE: Final = "get_resource_state"
+ACT_DEALLOCATE_VM: Final = "deallocate_vm"
+ACT_GENERALIZE_VM: Final = "generalize_vm"
+ACT_CREATE_IMAGE_VERSION: Final = "create_image_version"
+ACT_GET_IMAGE_VERSION: Final = "get_image_version"
+ACT_LIST_BUILD_RESOURCES: Final = "list_build_resources"
+ACT_DELETE_RESOURCE: Final = "delete_resource"
+ACT_PUBLISH_EVENT: Final = "publish_event"
+
+# External events raised to orchestrations
+EVT_BUILD_REQUESTED: Final = "BuildRequested"
+EVT_SYSPREP_FINISHED: Final = "SysprepFinished"
+EVT_CANCEL: Final = "Cancel"
+
+# Custom Event Grid event types this app publishes or accepts
+EG_MARKETPLACE_IMAGE_PUBLISHED: Final = "ImageFactory.MarketplaceImagePublished"
+EG_SYSPREP_FINISHED: Final = "ImageFactory.SysprepFinished"
+EG_IMAGE_VERSION_STAGED: Final = "ImageFactory.ImageVersionStaged"

@@ -1,0 +1,83 @@
+"""App settings: read from the environment at call time, never at import time.
+
+Every setting is documented in docs/settings.md. Production reads them from the Function App's
+application settings; the devhost from local.settings.json and the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from shared.errors import InputError
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in (value or "").split(",") if v.strip())
+
+
+def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError.single(name, f"must be an integer, got {raw!r}", "bad setting") from None
+    if not low <= value <= high:
+        raise InputError.single(name, f"must be between {low} and {high}", "bad setting")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The settings the functions read; see docs/settings.md for each one."""
+
+    subscription_id: str
+    allowed_subscriptions: tuple[str, ...]
+    factory_resource_group: str
+    factory_location: str
+    catalogue_path: str
+    arm_endpoint: str | None = None
+    ca_bundle: str | None = None
+    arm_max_retries: int = 3
+    eventgrid_topic_endpoint: str | None = None
+    eventgrid_local: bool = False
+    sysprep_signal_url: str | None = None
+    poll_interval_seconds: int = 15
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def uses_emulator(self) -> bool:
+        return bool(self.arm_endpoint)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        sub = env.get("AZURE_SUBSCRIPTION_ID", "").strip()
+        if not sub:
+            raise InputError.single("AZURE_SUBSCRIPTION_ID", "is required", "bad setting")
+        allowed = _split(env.get("ALLOWED_SUBSCRIPTIONS")) or (sub,)
+        arm = env.get("AZURE_ARM_ENDPOINT", "").strip() or None
+        ca = env.get("AZURE_CA_BUNDLE", "").strip() or None
+        if arm and not arm.startswith("https://"):
+            raise InputError.single("AZURE_ARM_ENDPOINT", "must be an https:// URL", "bad setting")
+        return cls(
+            subscription_id=sub,
+            allowed_subscriptions=tuple(s.lower() for s in allowed),
+            factory_resource_group=env.get("FACTORY_RESOURCE_GROUP", "rg-image-factory"),
+            factory_location=env.get("FACTORY_LOCATION", "westeurope"),
+            catalogue_path=env.get("IMAGE_CATALOGUE_PATH", "catalogue/images.yaml"),
+            arm_endpoint=arm,
+            ca_bundle=ca,
+            arm_max_retries=_int(env, "ARM_MAX_RETRIES", 3, 0, 10),
+            eventgrid_topic_endpoint=env.get("EVENTGRID_TOPIC_ENDPOINT", "").strip() or None,
+            sysprep_signal_url=env.get("SYSPREP_SIGNAL_URL", "").strip() or None,
+            poll_interval_seconds=_int(env, "POLL_INTERVAL_SECONDS", 15, 1, 3600),
+        )
+
+
+def load_settings() -> Settings:
+    """The current settings (read now, from the environment)."""
+    return Settings.from_env()
