@@ -1,0 +1,1 @@
+"""Orchestrators: deterministic generators that only yield durable tasks (one blueprint each)."""

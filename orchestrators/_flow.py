@@ -1,0 +1,117 @@
+"""Deterministic building blocks for orchestrators: retried calls, polling waits, progress.
+
+Everything here is a generator used with ``yield from`` inside an orchestrator: it only yields
+durable tasks (activity calls and durable timers), reads time from
+``context.current_utc_datetime`` and keeps no state outside the orchestration's history.
+Retries are decided by the error model (shared/errors.py): a temporary failure is retried after
+a durable timer with exponential back-off; a permanent one fails at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.errors import PermanentError, TemporaryError, is_permanent
+
+Flow = Generator[Any, Any, Any]
+
+
+class StepFailedError(PermanentError):
+    """A build step failed for good; the message says which and why."""
+
+    prefix = "StepFailedError"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a temporary failure is retried (durable timers)."""
+
+    max_attempts: int = 6
+    first_interval: timedelta = timedelta(seconds=5)
+    backoff: float = 2.0
+    max_interval: timedelta = timedelta(minutes=2)
+
+    def delay(self, attempt: int) -> timedelta:
+        """Back-off before attempt ``attempt + 1`` (attempt counts from 1)."""
+        seconds = self.first_interval.total_seconds() * (self.backoff ** (attempt - 1))
+        return timedelta(seconds=min(seconds, self.max_interval.total_seconds()))
+
+
+DEFAULT_RETRY = RetryPolicy()
+
+
+def now(context: Any) -> datetime:
+    """Orchestration time (replay-safe), always timezone-aware UTC."""
+    current: datetime = context.current_utc_datetime
+    if current.tzinfo is None:
+        current = current.replace(tzinfo=UTC)
+    return current
+
+
+def failure_text(error: BaseException) -> str:
+    """The useful part of a failed task's message (the SDK appends the stack after ' \\n ')."""
+    text = str(error)
+    head = text.split(" \n ", 1)[0].strip()
+    return head or text.strip()
+
+
+def call(
+    context: Any, name: str, payload: dict[str, Any], retry: RetryPolicy = DEFAULT_RETRY
+) -> Flow:
+    """Call an activity; retry temporary failures after durable timers, re-raise permanent ones."""
+    attempt = 1
+    while True:
+        try:
+            result = yield context.call_activity(name, payload)
+            return result
+        except Exception as error:  # the SDK raises plain Exception for a failed task
+            text = failure_text(error)
+            if is_permanent(str(error)):
+                raise StepFailedError(f"{name}: {text}") from None
+            if attempt >= retry.max_attempts:
+                raise TemporaryError(
+                    f"{name} still failing after {attempt} attempts: {text}"
+                ) from None
+            yield context.create_timer(now(context) + retry.delay(attempt))
+            attempt += 1
+
+
+Verdict = bool | str
+"""A poll's verdict on a state: True = done, False = not yet, a string = failed for that reason."""
+
+
+def poll(
+    context: Any,
+    name: str,
+    payload: dict[str, Any],
+    verdict: Callable[[dict[str, Any]], Verdict],
+    *,
+    interval: timedelta,
+    deadline: datetime,
+    what: str,
+) -> Flow:
+    """Check a long Azure operation with an activity every ``interval`` until it is done."""
+    while True:
+        state: dict[str, Any] = yield from call(context, name, payload)
+        outcome = verdict(state)
+        if outcome is True:
+            return state
+        if isinstance(outcome, str):
+            raise StepFailedError(f"{what}: {outcome}")
+        current = now(context)
+        if current >= deadline:
+            raise StepFailedError(f"{what}: not finished by the deadline {deadline.isoformat()}")
+        yield context.create_timer(min(current + interval, deadline))
+
+
+def progress(
+    context: Any, base: dict[str, Any], phase: str, percent: int, operation: str, **extra: Any
+) -> None:
+    """Publish progress as custom status: phase, percent and the current Azure operation."""
+    status = dict(base)
+    status.update(phase=phase, percent=percent, operation=operation, **extra)
+    status["updated"] = now(context).isoformat()
+    context.set_custom_status(status)

@@ -1,0 +1,408 @@
+"""Image build: from a catalogue image and its base to a staged, replicated gallery version.
+
+One instance builds one version of one catalogue image (the per-image queue in
+``build_queue.py`` makes sure builds of the same image never overlap). Phases: plan, gallery
+image definition, version allocation, build VM (from the marketplace, a gallery version or a
+session-host snapshot; or a clone of an authoritative source VM), customisation run commands,
+pre-capture guardrails (BitLocker off and kept off, free disk, pending reboot), sysprep with a
+"finished" signal by event *or* by polling, deallocate + generalize, a staged gallery version
+(``excludeFromLatest``), replication to every target region, and clean-up of every temporary
+resource whatever the outcome. Every wait is a durable timer or an external event.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from orchestrators._flow import Flow, StepFailedError, call, now, poll, progress
+from shared import names
+
+bp = df.Blueprint()
+
+TERMINAL_RUN_STATES = {"Succeeded", "Failed", "TimedOut", "Canceled"}
+STOPPED_POWER_STATES = {"PowerState/stopped", "PowerState/deallocated"}
+MAX_VM_ATTEMPTS = 3
+
+
+def _vm_ready(state: dict[str, Any]) -> bool | str:
+    provisioning = state.get("provisioning_state")
+    if provisioning == "Failed":
+        return "FAILED"
+    return provisioning == "Succeeded" and state.get("power_state") == "PowerState/running"
+
+
+def _resource_ready(state: dict[str, Any]) -> bool | str:
+    provisioning = state.get("provisioning_state")
+    if provisioning == "Failed":
+        return f"provisioning failed: {state.get('error') or 'no detail'}"
+    return bool(state.get("exists")) and provisioning == "Succeeded"
+
+
+def _deallocated(state: dict[str, Any]) -> bool | str:
+    return state.get("power_state") == "PowerState/deallocated"
+
+
+def _run_done(state: dict[str, Any]) -> bool | str:
+    return state.get("state") in TERMINAL_RUN_STATES
+
+
+def _version_created(state: dict[str, Any]) -> bool | str:
+    provisioning = state.get("provisioning_state")
+    if provisioning == "Failed":
+        return f"gallery version creation failed: {state.get('error') or 'no detail'}"
+    return provisioning == "Succeeded"
+
+
+class BuildContext:
+    """What the build has learnt so far; lives only inside one orchestrator execution."""
+
+    def __init__(self, context: Any, inputs: dict[str, Any]) -> None:
+        self.context = context
+        self.image: str = inputs["image"]
+        self.build_id: str = inputs["build_id"]
+        self.request: dict[str, Any] = inputs.get("request") or {}
+        self.plan: dict[str, Any] = {}
+        self.status: dict[str, Any] = {"image": self.image, "build_id": self.build_id}
+        self.phase_started = now(context)
+        self.phase = "plan"
+        self.timings: dict[str, float] = {}
+        self.steps: list[dict[str, Any]] = []
+        self.interval = timedelta(seconds=10)
+        self.deadline = now(context) + timedelta(hours=4)
+
+    def enter(self, phase: str, percent: int, operation: str, **extra: Any) -> None:
+        current = now(self.context)
+        if phase != self.phase:
+            spent = (current - self.phase_started).total_seconds()
+            self.timings[self.phase] = self.timings.get(self.phase, 0.0) + spent
+            self.phase, self.phase_started = phase, current
+        progress(self.context, self.status, phase, percent, operation, **extra)
+
+    def finish_timings(self) -> dict[str, float]:
+        self.enter("done", 100, "")
+        return dict(self.timings)
+
+    def ids(self) -> dict[str, Any]:
+        return {"plan": self.plan, "build_id": self.build_id}
+
+
+def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
+    """Create the build VM and wait until it runs; a failed provisioning is retried afresh."""
+    payload = {**b.ids(), "role": "build"}
+    if os_disk_id:
+        payload["os_disk_id"] = os_disk_id
+    for attempt in range(1, MAX_VM_ATTEMPTS + 1):
+        created = yield from call(b.context, names.ACT_CREATE_BUILD_VM, payload)
+        vm_id: str = created["vm_id"]
+        state = yield from poll(
+            b.context,
+            names.ACT_GET_VM_STATE,
+            {"vm_id": vm_id},
+            _vm_ready,
+            interval=b.interval,
+            deadline=b.deadline,
+            what=what,
+        )
+        if state.get("provisioning_state") != "Failed":
+            if state.get("security_type") == "TrustedLaunch":
+                raise StepFailedError(
+                    "the build VM runs Trusted Launch, which turns BitLocker on and breaks "
+                    "sysprep: build images as 'Trusted Launch supported' instead"
+                )
+            return vm_id, state
+        # Provisioning failed: remove the broken VM (its NIC and disk go with it), try again.
+        b.enter(b.phase, 15, f"VM provisioning failed (attempt {attempt}); recreating")
+        yield from call(b.context, names.ACT_DELETE_RESOURCE, {"resource_id": vm_id})
+        yield from poll(
+            b.context,
+            names.ACT_GET_RESOURCE_STATE,
+            {"resource_id": vm_id},
+            lambda s: not s.get("exists"),
+            interval=b.interval,
+            deadline=b.deadline,
+            what="deleting the failed build VM",
+        )
+    raise StepFailedError(f"{what}: VM provisioning failed {MAX_VM_ATTEMPTS} times")
+
+
+def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
+    """Copy an OS disk: snapshot it, then a managed disk from the snapshot."""
+    names_ = b.plan["names"]
+    snap = yield from call(
+        b.context,
+        names.ACT_CREATE_SNAPSHOT,
+        {**b.ids(), "source_disk_id": source_disk_id, "name": names_["snapshot"]},
+    )
+    yield from poll(
+        b.context,
+        names.ACT_GET_RESOURCE_STATE,
+        {"resource_id": snap["snapshot_id"]},
+        _resource_ready,
+        interval=b.interval,
+        deadline=b.deadline,
+        what="snapshot of the source OS disk",
+    )
+    disk = yield from call(
+        b.context,
+        names.ACT_CREATE_DISK_FROM_SNAPSHOT,
+        {**b.ids(), "snapshot_id": snap["snapshot_id"], "name": names_["clone_disk"]},
+    )
+    yield from poll(
+        b.context,
+        names.ACT_GET_RESOURCE_STATE,
+        {"resource_id": disk["disk_id"]},
+        _resource_ready,
+        interval=b.interval,
+        deadline=b.deadline,
+        what="disk from the snapshot",
+    )
+    return disk["disk_id"]
+
+
+def _run_script(b: BuildContext, vm_id: str, name: str, script: list[str], what: str) -> Flow:
+    """Run one script as a managed run command and wait for its end; failure carries output."""
+    started = now(b.context)
+    yield from call(
+        b.context,
+        names.ACT_START_RUN_COMMAND,
+        {"vm_id": vm_id, "name": name, "script": script, "timeout_seconds": 5400},
+    )
+    state = yield from poll(
+        b.context,
+        names.ACT_GET_RUN_COMMAND,
+        {"vm_id": vm_id, "name": name},
+        _run_done,
+        interval=b.interval,
+        deadline=b.deadline,
+        what=what,
+    )
+    record = {
+        "name": name,
+        "state": state.get("state"),
+        "exit_code": state.get("exit_code"),
+        "started": started.isoformat(),
+        "ended": now(b.context).isoformat(),
+    }
+    if state.get("state") != "Succeeded":
+        output = (state.get("output") or "").strip()
+        error = (state.get("error") or "").strip()
+        detail = " | ".join(x for x in (error, output) if x)[-2000:]
+        raise StepFailedError(
+            f"{what} ended {state.get('state')} (exit code {state.get('exit_code')}): {detail}"
+        )
+    return state, record
+
+
+def _customise(b: BuildContext, vm_id: str) -> Flow:
+    steps: list[dict[str, Any]] = b.plan["steps"]
+    for index, step in enumerate(steps, start=1):
+        percent = 20 + int(25 * index / max(len(steps), 1))
+        b.enter("customise", percent, f"run command {step['name']} ({index}/{len(steps)})")
+        _, record = yield from _run_script(
+            b, vm_id, f"step-{index:02d}", step["script"], f"customisation step '{step['name']}'"
+        )
+        record.update(kind=step.get("kind"), content_hash=step.get("content_hash"))
+        b.steps.append(record)
+
+
+def _guardrails(b: BuildContext, vm_id: str) -> Flow:
+    b.enter("guardrails", 48, "disable BitLocker and keep it off")
+    yield from _run_script(
+        b, vm_id, "guard-bitlocker", b.plan["guardrail_script"], "pre-capture guardrails"
+    )
+    b.enter("guardrails", 52, "check BitLocker, free disk and pending reboot")
+    state, _ = yield from _run_script(
+        b, vm_id, "guard-health", b.plan["health_script"], "pre-capture health check"
+    )
+    return state.get("output") or ""
+
+
+def _sysprep(b: BuildContext, vm_id: str) -> Flow:
+    """Sysprep, then wait for the 'finished' signal by event or by polling, with a deadline."""
+    b.enter("sysprep", 58, "sysprep /generalize /oobe /shutdown")
+    yield from call(
+        b.context,
+        names.ACT_START_RUN_COMMAND,
+        {"vm_id": vm_id, "name": "sysprep", "script": b.plan["sysprep_script"]},
+    )
+    finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
+    deadline = now(b.context) + timedelta(minutes=int(b.plan.get("sysprep_timeout_minutes", 90)))
+    while True:
+        timer = b.context.create_timer(min(now(b.context) + b.interval, deadline))
+        winner = yield b.context.task_any([finished, timer])
+        if winner == finished:
+            if not timer.is_completed:
+                timer.cancel()
+            b.status["sysprep_signal"] = "event"
+            return
+        run = yield from call(
+            b.context, names.ACT_GET_RUN_COMMAND, {"vm_id": vm_id, "name": "sysprep"}
+        )
+        if run.get("state") in {"Failed", "TimedOut", "Canceled"}:
+            detail = " | ".join(x for x in (run.get("error"), run.get("output")) if x)
+            raise StepFailedError(f"sysprep failed: {detail}"[:2000])
+        vm = yield from call(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
+        if vm.get("power_state") in STOPPED_POWER_STATES:
+            b.status["sysprep_signal"] = "poll"
+            return
+        if now(b.context) >= deadline:
+            raise StepFailedError("sysprep: the VM did not shut down before the deadline")
+
+
+def _replicate(b: BuildContext, version_id: str) -> Flow:
+    regions = [r["name"] for r in b.plan["target_regions"]]
+
+    def replicated(state: dict[str, Any]) -> bool | str:
+        per_region: dict[str, Any] = state.get("regions") or {}
+        b.status["regions"] = per_region
+        failed = [r for r, s in per_region.items() if s.get("state") == "Failed"]
+        if failed:
+            return f"replication failed in {', '.join(sorted(failed))}"
+        done = [r for r in regions if (per_region.get(r) or {}).get("state") == "Completed"]
+        b.enter("replicate", 80 + int(15 * len(done) / max(len(regions), 1)), "replication")
+        return len(done) == len(regions)
+
+    return (
+        yield from poll(
+            b.context,
+            names.ACT_GET_IMAGE_VERSION,
+            {"version_id": version_id},
+            replicated,
+            interval=max(b.interval, timedelta(seconds=30)),
+            deadline=b.deadline + timedelta(hours=6),
+            what="replication to every target region",
+        )
+    )
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=names.ORCH_BUILD_IMAGE)
+def build_image(context: df.DurableOrchestrationContext) -> Flow:
+    """Build one staged gallery version of one catalogue image."""
+    b = BuildContext(context, context.get_input() or {})
+    outcome: dict[str, Any] = {"image": b.image, "build_id": b.build_id}
+    try:
+        b.enter("plan", 2, "resolve the catalogue entry and the base image")
+        b.plan = yield from call(
+            context,
+            names.ACT_RESOLVE_BUILD_PLAN,
+            {"image": b.image, "build_id": b.build_id, "request": b.request},
+        )
+        b.interval = timedelta(seconds=int(b.plan.get("poll_seconds", 10)))
+        b.deadline = now(context) + timedelta(minutes=int(b.plan.get("timeout_minutes", 240)))
+        b.status["base"] = b.plan["source"]
+
+        b.enter("gallery", 4, "create or get the gallery image definition")
+        gallery = yield from call(context, names.ACT_ENSURE_GALLERY_IMAGE, {"plan": b.plan})
+        allocated = yield from call(context, names.ACT_ALLOCATE_VERSION, b.ids())
+        version: str = allocated["version"]
+        b.status["version"] = version
+        outcome["version"] = version
+
+        b.enter("source", 6, "prepare the build VM")
+        source_vm_id = str(b.plan.get("source_vm_id") or "")
+        if b.plan["capture_mode"] == "source-vm-clone":
+            # Seed 001: the source VM stays the authoritative, up-to-date image VM; capture
+            # happens from a temporary clone of its OS disk.
+            src = yield from call(context, names.ACT_GET_VM_STATE, {"vm_id": source_vm_id})
+            b.enter("customise", 20, "customise the authoritative source VM")
+            yield from _customise(b, source_vm_id)
+            b.enter("source", 46, "clone the source VM's OS disk")
+            disk_id = yield from _snapshot_to_disk(b, src["os_disk_id"])
+            vm_id, _ = yield from _create_vm(b, disk_id, "temporary capture VM")
+        elif b.plan["source"]["kind"] == "snapshot":
+            b.enter("source", 8, "snapshot the session host's OS disk")
+            disk_id = yield from _snapshot_to_disk(b, b.plan["source"]["snapshot_source_id"])
+            vm_id, _ = yield from _create_vm(b, disk_id, "build VM from a session-host copy")
+            yield from _customise(b, vm_id)
+        else:
+            b.enter("source", 8, "create the build VM")
+            vm_id, _ = yield from _create_vm(b, None, "build VM")
+            yield from _customise(b, vm_id)
+
+        health = yield from _guardrails(b, vm_id)
+        outcome["health"] = health
+        yield from _sysprep(b, vm_id)
+
+        b.enter("capture", 62, "deallocate the build VM")
+        yield from call(context, names.ACT_DEALLOCATE_VM, {"vm_id": vm_id})
+        yield from poll(
+            context,
+            names.ACT_GET_VM_STATE,
+            {"vm_id": vm_id},
+            _deallocated,
+            interval=b.interval,
+            deadline=b.deadline,
+            what="deallocating the build VM",
+        )
+        b.enter("capture", 65, "generalize the build VM")
+        yield from call(context, names.ACT_GENERALIZE_VM, {"vm_id": vm_id})
+
+        b.enter("version", 68, f"create staged gallery version {version}")
+        manifest = {
+            "image": b.image,
+            "version": version,
+            "build_id": b.build_id,
+            "base": b.plan["source"],
+            "catalogue_hash": b.plan["catalogue_hash"],
+            "steps": b.steps,
+            "phase_seconds": dict(b.timings),
+        }
+        created = yield from call(
+            context,
+            names.ACT_CREATE_IMAGE_VERSION,
+            {**b.ids(), "version": version, "source_vm_id": vm_id, "manifest": manifest},
+        )
+        version_id: str = created["version_id"]
+        outcome["version_id"] = version_id
+        yield from poll(
+            context,
+            names.ACT_GET_IMAGE_VERSION,
+            {"version_id": version_id},
+            _version_created,
+            interval=b.interval,
+            deadline=b.deadline + timedelta(hours=2),
+            what="gallery version creation",
+        )
+        b.enter("replicate", 80, "replicate to target regions")
+        final = yield from _replicate(b, version_id)
+        outcome["regions"] = final.get("regions")
+        outcome["gallery"] = gallery
+        outcome["status"] = "staged"
+        outcome["manifest"] = manifest
+    except Exception as error:
+        outcome["status"] = "failed"
+        outcome["error"] = str(error).split(" \n ", 1)[0]
+        b.status["error"] = outcome["error"]
+    # Clean-up runs in every outcome (termination is covered by the janitor, see cleanup.py).
+    b.enter("cleanup", 96, "delete temporary resources")
+    cleaned = yield context.call_sub_orchestrator(
+        names.ORCH_CLEANUP_BUILD,
+        {
+            "resource_group": b.plan.get("resource_group"),
+            "build_id": b.build_id,
+            "poll_seconds": int(b.interval.total_seconds()),
+        },
+        f"{context.instance_id}:cleanup",
+    )
+    outcome["cleanup"] = cleaned
+    outcome["phase_seconds"] = b.finish_timings()
+    if outcome["status"] == "staged":
+        yield from call(
+            context,
+            names.ACT_PUBLISH_EVENT,
+            {
+                "event_type": names.EG_IMAGE_VERSION_STAGED,
+                "subject": f"images/{b.image}/versions/{outcome['version']}",
+                "data": {
+                    "image": b.image,
+                    "version": outcome["version"],
+                    "version_id": outcome["version_id"],
+                    "build_id": b.build_id,
+                },
+            },
+        )
+        return outcome
+    raise StepFailedError(f"build of {b.image} failed: {outcome['error']}")

@@ -1,0 +1,91 @@
+"""The per-image build queue: builds of one image run one at a time, each request once.
+
+One long-lived instance per catalogue image (instance id ``image-builds:<image>``). Requests
+arrive as ``BuildRequested`` external events carrying an idempotency key (the marketplace
+version for automatic rebuilds, a client key for manual ones). A key seen before is dropped,
+so the same event delivered twice starts one build; a request arriving while a build runs
+waits its turn. After each build the queue continues as new, carrying only the pending
+requests and the most recent keys, so its history stays small forever.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import azure.durable_functions as df
+
+from orchestrators._flow import Flow, now
+from shared import names
+
+bp = df.Blueprint()
+
+KEYS_KEPT = 200
+
+
+def queue_instance_id(image: str) -> str:
+    return f"image-builds:{image}"
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=names.ORCH_IMAGE_BUILD_QUEUE)
+def image_build_queue(context: df.DurableOrchestrationContext) -> Flow:
+    """Run the image's queued build requests one at a time, dropping repeats."""
+    state: dict[str, Any] = context.get_input() or {}
+    image: str = state["image"]
+    seen: list[str] = list(state.get("seen") or [])
+    pending: list[dict[str, Any]] = list(state.get("pending") or [])
+    history: list[dict[str, Any]] = list(state.get("history") or [])[-20:]
+
+    def accept(request: dict[str, Any]) -> None:
+        key = str(request.get("key") or "")
+        if key and (key in seen or any(p.get("key") == key for p in pending)):
+            history.append(
+                {"key": key, "dropped": "duplicate request", "at": now(context).isoformat()}
+            )
+            return
+        pending.append(request)
+
+    def show(current: dict[str, Any] | None) -> None:
+        context.set_custom_status(
+            {
+                "image": image,
+                "running": current,
+                "queued": [p.get("key") for p in pending],
+                "recent": history[-5:],
+            }
+        )
+
+    if not pending:
+        show(None)
+        request = yield context.wait_for_external_event(names.EVT_BUILD_REQUESTED)
+        accept(request or {})
+    if not pending:
+        context.continue_as_new({"image": image, "seen": seen, "pending": [], "history": history})
+        return None
+
+    request = pending.pop(0)
+    key = str(request.get("key") or context.new_uuid())
+    build_id = f"{image}-{context.new_uuid()[:8]}"
+    seen = [*seen, key][-KEYS_KEPT:]
+    show({"key": key, "build_id": build_id})
+    build = context.call_sub_orchestrator(
+        names.ORCH_BUILD_IMAGE,
+        {"image": image, "build_id": build_id, "request": {**request, "key": key}},
+        f"build:{build_id}",
+    )
+    # Keep taking requests while the build runs: they queue, duplicates are dropped.
+    while True:
+        arrival = context.wait_for_external_event(names.EVT_BUILD_REQUESTED)
+        winner = yield context.task_any([build, arrival])
+        if winner == build:
+            break
+        accept(arrival.result or {})
+        show({"key": key, "build_id": build_id})
+    entry: dict[str, Any] = {"key": key, "build_id": build_id, "at": now(context).isoformat()}
+    try:
+        result = build.result
+        entry.update(status="staged", version=(result or {}).get("version"))
+    except Exception as error:  # a failed sub-orchestration surfaces when its result is read
+        entry.update(status="failed", error=str(error).split(" \n ", 1)[0][:500])
+    history.append(entry)
+    context.continue_as_new({"image": image, "seen": seen, "pending": pending, "history": history})
+    return None
