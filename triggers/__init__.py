@@ -1,0 +1,1 @@
+"""Triggers: the app's edges (HTTP, Event Grid, timers). Input is validated here, first."""
