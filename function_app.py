@@ -1,0 +1,23 @@
+"""The Functions app: it only composes blueprints, one per concern."""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from activities import build as build_activities
+from orchestrators import build, build_queue, cleanup
+from triggers import builds, events, timers
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+for blueprint in (
+    build.bp,
+    build_queue.bp,
+    cleanup.bp,
+    build_activities.bp,
+    builds.bp,
+    events.bp,
+    timers.bp,
+):
+    app.register_functions(blueprint)
