@@ -81,11 +81,11 @@ def image_build_queue(context: df.DurableOrchestrationContext) -> Flow:
         accept(arrival.result or {})
         show({"key": key, "build_id": build_id})
     entry: dict[str, Any] = {"key": key, "build_id": build_id, "at": now(context).isoformat()}
-    try:
-        result = build.result
+    result = build.result
+    if isinstance(result, BaseException):  # a failed build: its task holds the exception
+        entry.update(status="failed", error=str(result).split(" \n ", 1)[0][:500])
+    else:
         entry.update(status="staged", version=(result or {}).get("version"))
-    except Exception as error:  # a failed sub-orchestration surfaces when its result is read
-        entry.update(status="failed", error=str(error).split(" \n ", 1)[0][:500])
     history.append(entry)
     context.continue_as_new({"image": image, "seen": seen, "pending": pending, "history": history})
     return None
