@@ -244,7 +244,7 @@ class DurableApi:
         self.connection = connection
         self.wait_poll_cap = wait_poll_cap
 
-    # -- URLs and the client binding --
+    # -- URLs and the client binding --------------------------------------------------------------
     def _code(self) -> str:
         key = self.keys.function_key or self.keys.master_key
         return f"code={quote(key, safe='')}" if key else ""
@@ -326,7 +326,7 @@ class DurableApi:
             {"Location": payload["statusQueryGetUri"], "Retry-After": "10"},
         )
 
-    # -- dispatch --
+    # -- dispatch ---------------------------------------------------------------------------------
     def handle(self, request: Request, raw_subpath: str, *, public: bool) -> Response:
         """Serve ``raw_subpath`` (still percent-encoded, after the base) of the API."""
         if public:
@@ -381,7 +381,7 @@ class DurableApi:
                 )
         raise _no_such_api(request)
 
-    # -- operations --
+    # -- operations -------------------------------------------------------------------------------
     def _status_or_404(self, instance_id: str, **kwargs: bool) -> dict[str, Any]:
         status = self.engine.get_status(instance_id, **kwargs)
         if status is None:

@@ -175,6 +175,8 @@ def safe_dispatch(dispatch: Dispatcher, request: Request) -> Response:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    server_version = "devhost"
+    sys_version = ""
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

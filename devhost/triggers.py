@@ -72,7 +72,7 @@ class FunctionFailedError(Exception):
         super().__init__(f"function {function!r} failed: {text}")
 
 
-# -- invocation --------------------------------------------------------------------------------
+# -- invocation -----------------------------------------------------------------------------------
 class _TraceContext(TraceContext):
     def __init__(self, trace_parent: str = "", trace_state: str = "") -> None:
         self._parent = trace_parent
@@ -153,7 +153,7 @@ class FunctionInvoker:
         self._loop_thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    # -- lifecycle --
+    # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
             if self._loop is not None:
@@ -196,7 +196,7 @@ class FunctionInvoker:
         assert self._pool is not None
         return self._loop, self._pool
 
-    # -- calling --
+    # -- calling ----------------------------------------------------------------------------------
     def submit(
         self, fn: Callable[..., Any], kwargs: Mapping[str, Any]
     ) -> concurrent.futures.Future[Any]:
@@ -305,7 +305,7 @@ def _busy(participant: BusyScope | None) -> Iterator[None]:
             yield
 
 
-# -- keys ----------------------------------------------------------------------------------------
+# -- keys -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Keys:
     """Function keys. None configured: keys are not enforced (as ``func start`` does locally)."""
@@ -348,7 +348,7 @@ class Keys:
             raise HttpError(401, "Unauthorized", f"the key given for {what} is not valid")
 
 
-# -- route templates -------------------------------------------------------------------------------
+# -- route templates ------------------------------------------------------------------------------
 class RouteError(ValueError):
     """A route template the host would refuse."""
 
@@ -761,7 +761,7 @@ def http_response_from(function: str, result: Any) -> Response:
     return Response(status, headers, bytes(body or b""))
 
 
-# -- event grid ------------------------------------------------------------------------------------
+# -- event grid -----------------------------------------------------------------------------------
 def invoke_event_grid(
     invoker: FunctionInvoker,
     info: FunctionInfo,
@@ -778,7 +778,7 @@ def invoke_event_grid(
         invoker.call(info, value, client_binding=client_binding, timeout=timeout)
 
 
-# -- timers ----------------------------------------------------------------------------------------
+# -- timers ---------------------------------------------------------------------------------------
 PAST_DUE_AFTER = timedelta(seconds=1)
 
 
@@ -835,7 +835,7 @@ class TimerScheduler:
         self._participant: Participant | None = None
         self._functions = index.of_type(TIMER)
 
-    # -- clock participant --
+    # -- clock participant ------------------------------------------------------------------------
     def _next_due(self) -> datetime | None:
         with self._lock:
             dues = [
