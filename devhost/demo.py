@@ -1,0 +1,269 @@
+"""The main job on the embedded default: a full image build on a local Azure, in virtual time.
+
+Starts the emulator and the devhost on one virtual clock with the bundled scenario and
+catalogue, wires Event Grid (the app's custom topic and the emulator's resource events) to the
+devhost's webhooks, publishes a newer marketplace image, and lets the app do the rest: the
+hourly marketplace watch notices it, the build queue starts a build, and the demo follows its
+progress live until the version is staged and replicated. It ends with a summary.
+
+``python -m devhost.demo [--scenario PATH] [--catalogue PATH] [--json]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from devhost.clock import VirtualClock
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SCENARIO = ROOT / "scenarios" / "default.yaml"
+DEFAULT_CATALOGUE = ROOT / "catalogue" / "images.yaml"
+TOPIC = "imagefactory"
+
+
+@dataclass
+class World:
+    """A running local world: emulator + devhost on one clock, and the app's settings."""
+
+    emulator: Any
+    host: Any
+    clock: VirtualClock
+    settings: dict[str, str]
+    state_dir: Path
+    _env_before: dict[str, str | None] = field(default_factory=dict)
+
+    def webhook(self, function_name: str) -> str:
+        return f"{self.host.url}/runtime/webhooks/eventgrid?functionName={function_name}"
+
+    def status(self, instance_id: str) -> dict[str, Any] | None:
+        result: dict[str, Any] | None = self.host.engine.get_status(instance_id)
+        return result
+
+
+def app_settings(
+    emulator_url: str, ca_path: str, subscription: str, catalogue: Path
+) -> dict[str, str]:
+    """The app settings that point the real SDK clients at the emulator."""
+    return {
+        "AZURE_SUBSCRIPTION_ID": subscription,
+        "AZURE_ARM_ENDPOINT": emulator_url,
+        "AZURE_CA_BUNDLE": ca_path,
+        "FACTORY_RESOURCE_GROUP": "rg-image-factory",
+        "IMAGE_CATALOGUE_PATH": str(catalogue),
+        "EVENTGRID_TOPIC_ENDPOINT": f"{emulator_url}/_emulator/eventgrid/topics/{TOPIC}/api/events",
+        "POLL_INTERVAL_SECONDS": "10",
+        "ARM_MAX_RETRIES": "0",
+        "TASKHUB_NAME": "demo",
+    }
+
+
+@contextmanager
+def local_world(
+    scenario: Path | str | dict[str, Any] = DEFAULT_SCENARIO,
+    catalogue: Path = DEFAULT_CATALOGUE,
+    *,
+    store: str | None = None,
+    activity_workers: int = 8,
+    extra_settings: Mapping[str, str] | None = None,
+) -> Iterator[World]:
+    """Start the emulator and the devhost on one paused virtual clock; stop both on exit."""
+    import emulator
+    from devhost.host import DevHost
+    from emulator.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    clock = VirtualClock(sc.start_time)
+    clock.pause()
+    state_dir = Path(tempfile.mkdtemp(prefix="imagefactory-demo-"))
+    running = emulator.start(sc, clock=clock, ca_dir=state_dir / "emulator")
+    settings = app_settings(
+        running.url, str(running.ca_path), sc.default_subscription, Path(catalogue)
+    )
+    settings.update(extra_settings or {})
+    before = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    host = None
+    try:
+        from shared.azure.clients import avd_client, compute_client
+
+        compute_client.cache_clear()
+        avd_client.cache_clear()
+        host = DevHost(
+            app_dir=ROOT,
+            store=store or str(state_dir / "devhost.sqlite"),
+            clock=clock,
+            settings=settings,
+            activity_workers=activity_workers,
+        ).start()
+        world = World(running, host, clock, settings, state_dir, before)
+        sysprep_hook = world.webhook("on_sysprep_signal")
+        os.environ["SYSPREP_SIGNAL_URL"] = sysprep_hook
+        settings["SYSPREP_SIGNAL_URL"] = sysprep_hook
+        events = running.emu.events
+        events.subscribe(
+            {
+                "name": "marketplace-published",
+                "endpoint": world.webhook("on_marketplace_image_published"),
+                "includedEventTypes": ["ImageFactory.MarketplaceImagePublished"],
+            }
+        )
+        events.subscribe(
+            {
+                "name": "sysprep-finished",
+                "endpoint": sysprep_hook,
+                "includedEventTypes": ["ImageFactory.SysprepFinished"],
+            }
+        )
+        yield world
+    finally:
+        if host is not None:
+            host.stop()
+        running.stop()
+        clock.close()
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        os.environ.pop("SYSPREP_SIGNAL_URL", None)
+
+
+def follow_build(
+    world: World, image: str, *, real_timeout: float = 300.0, echo: bool = True
+) -> dict[str, Any]:
+    """Watch the image's queue until a build has run, printing progress as it changes."""
+    from orchestrators.build_queue import queue_instance_id
+
+    deadline = time.monotonic() + real_timeout
+    last_line = ""
+    build_id: str | None = None
+    while time.monotonic() < deadline:
+        queue = world.status(queue_instance_id(image)) or {}
+        custom = queue.get("customStatus") or {}
+        running = custom.get("running") or {}
+        if running.get("build_id"):
+            build_id = running["build_id"]
+        if build_id:
+            status = world.status(f"build:{build_id}") or {}
+            custom_b = status.get("customStatus") or {}
+            line = (
+                f"[{world.clock.now():%Y-%m-%d %H:%M}] {custom_b.get('phase', '?'):>10} "
+                f"{custom_b.get('percent', 0):>3}%  {custom_b.get('operation', '')}"
+            )
+            if echo and line != last_line:
+                print(line, flush=True)
+                last_line = line
+            if status.get("runtimeStatus") in {"Completed", "Failed", "Terminated"}:
+                return status
+        time.sleep(0.02)
+    raise TimeoutError(f"no build of {image} finished within {real_timeout} s of real time")
+
+
+def summary(world: World, status: dict[str, Any], real_seconds: float) -> dict[str, Any]:
+    emu = world.emulator.emu
+    report = emu.report()
+    output = status.get("output") or {}
+    return {
+        "runtime_status": status.get("runtimeStatus"),
+        "image": output.get("image"),
+        "version": output.get("version"),
+        "version_id": output.get("version_id"),
+        "regions": output.get("regions"),
+        "manifest": output.get("manifest"),
+        "phase_seconds": output.get("phase_seconds"),
+        "error": status.get("output") if status.get("runtimeStatus") == "Failed" else None,
+        "virtual_time": str(world.clock.now()),
+        "real_seconds": round(real_seconds, 2),
+        "arm_requests": report.get("requests", {}).get("total")
+        if isinstance(report.get("requests"), dict)
+        else report.get("requests"),
+        "throttled_429": report.get("throttled"),
+        "resources_left_behind": report.get("orphans"),
+    }
+
+
+def run_demo(scenario: Path, catalogue: Path, as_json: bool) -> int:
+    started = time.monotonic()
+    with local_world(scenario, catalogue) as world:
+        image = _first_marketplace_image(catalogue)
+        published = _publish_newer_marketplace_version(world, image)
+        print(f"published marketplace image {published} at {world.clock.now():%Y-%m-%d %H:%M}")
+        world.clock.resume()
+        status = follow_build(world, image["name"])
+        result = summary(world, status, time.monotonic() - started)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        _print_summary(result)
+    ok = result["runtime_status"] == "Completed" and not result["resources_left_behind"]
+    return 0 if ok else 1
+
+
+def _first_marketplace_image(catalogue: Path) -> dict[str, Any]:
+    from shared.domain.catalogue import load_catalogue
+
+    for image in load_catalogue(catalogue).images:
+        base = image.marketplace_base()
+        if base is not None:
+            return {
+                "name": image.name,
+                "publisher": base.publisher,
+                "offer": base.offer,
+                "sku": base.sku,
+                "location": image.build.location,
+            }
+    raise SystemExit(f"{catalogue}: no image is built from a marketplace base")
+
+
+def _publish_newer_marketplace_version(world: World, image: dict[str, Any]) -> str:
+    from emulator.marketplace import publish_next_version
+
+    version: str = publish_next_version(
+        world.emulator.emu, image["location"], image["publisher"], image["offer"], image["sku"]
+    )
+    return f"{image['publisher']}/{image['offer']}/{image['sku']} {version}"
+
+
+def _print_summary(result: dict[str, Any]) -> None:
+    print()
+    print("== build summary ==")
+    for key in (
+        "runtime_status",
+        "image",
+        "version",
+        "version_id",
+        "virtual_time",
+        "real_seconds",
+        "arm_requests",
+        "throttled_429",
+    ):
+        print(f"{key:>22}: {result.get(key)}")
+    print(f"{'regions':>22}: {json.dumps(result.get('regions'), default=str)}")
+    print(f"{'phase_seconds':>22}: {json.dumps(result.get('phase_seconds'))}")
+    print(f"{'resources_left_behind':>22}: {result.get('resources_left_behind') or 'none'}")
+    print(f"{'manifest':>22}: {json.dumps(result.get('manifest'), indent=2, default=str)}")
+    if result.get("error"):
+        print(f"{'error':>22}: {result['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devhost.demo", description=__doc__)
+    parser.add_argument("--scenario", type=Path, default=DEFAULT_SCENARIO)
+    parser.add_argument("--catalogue", type=Path, default=DEFAULT_CATALOGUE)
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    return run_demo(args.scenario, args.catalogue, args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
