@@ -1,0 +1,340 @@
+"""Compute Gallery gateway: galleries, image definitions, image versions and replication.
+
+Typed functions over the gallery operations of ``ComputeManagementClient``. As in
+:mod:`shared.azure.compute`, every ``begin_*`` passes ``polling=False`` (the request is sent,
+nothing waits), reads return frozen dataclasses, and 404 is ``exists=False`` where absence is an
+answer. Region names in replication answers are normalised (``"West Europe"`` ->
+``"westeurope"``) so they compare with the plan's target regions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from azure.mgmt.compute import models
+
+from shared.azure.compute import client_for, text_of
+from shared.azure.errors import absent_as_none, azure_call
+from shared.azure.models import (
+    ArmId,
+    GalleryState,
+    ImageDefinitionSpec,
+    ImageDefinitionState,
+    ImageVersionSpec,
+    ImageVersionState,
+    RegionReplication,
+    resource_id,
+)
+from shared.errors import InputError
+from shared.settings import Settings
+
+GALLERY_TYPE: Final = "Microsoft.Compute/galleries"
+IMAGE_TYPE: Final = "Microsoft.Compute/galleries/images"
+VERSION_TYPE: Final = "Microsoft.Compute/galleries/images/versions"
+
+__all__ = [
+    "GALLERY_TYPE",
+    "IMAGE_TYPE",
+    "VERSION_TYPE",
+    "base_versions_built",
+    "begin_create_gallery",
+    "begin_create_image_definition",
+    "begin_create_image_version",
+    "begin_update_image_definition_tags",
+    "gallery_id",
+    "get_gallery",
+    "get_image_definition",
+    "get_image_version",
+    "image_definition_id",
+    "image_version_id",
+    "list_image_versions",
+    "normalise_region",
+]
+
+
+def normalise_region(name: str) -> str:
+    """``"West Europe"`` / ``"westeurope"`` -> ``"westeurope"``."""
+    return "".join(name.split()).lower()
+
+
+def gallery_id(settings: Settings, resource_group: str, gallery: str) -> str:
+    return resource_id(settings.subscription_id, resource_group, GALLERY_TYPE, gallery)
+
+
+def image_definition_id(settings: Settings, resource_group: str, gallery: str, image: str) -> str:
+    return resource_id(settings.subscription_id, resource_group, IMAGE_TYPE, gallery, image)
+
+
+def image_version_id(
+    settings: Settings, resource_group: str, gallery: str, image: str, version: str
+) -> str:
+    return resource_id(
+        settings.subscription_id, resource_group, VERSION_TYPE, gallery, image, version
+    )
+
+
+# ---- galleries --------------------------------------------------------------------------
+
+
+def get_gallery(settings: Settings, resource_group: str, gallery: str) -> GalleryState:
+    client = client_for(settings)
+    found = absent_as_none(
+        f"get gallery {gallery}", lambda: client.galleries.get(resource_group, gallery)
+    )
+    gid = gallery_id(settings, resource_group, gallery)
+    if found is None:
+        return GalleryState(id=gid, exists=False)
+    state = found.properties.provisioning_state if found.properties else None
+    return GalleryState(id=found.id or gid, exists=True, provisioning_state=text_of(state))
+
+
+def begin_create_gallery(
+    settings: Settings,
+    resource_group: str,
+    gallery: str,
+    location: str,
+    tags: Mapping[str, str],
+) -> str:
+    body = {
+        "location": location,
+        "tags": dict(tags),
+        "properties": {"description": "AVD images built by avd-image-factory"},
+    }
+    client = client_for(settings)
+    with azure_call(f"create gallery {gallery}"):
+        client.galleries.begin_create_or_update(
+            resource_group, gallery, models.Gallery(body), polling=False
+        )
+    return gallery_id(settings, resource_group, gallery)
+
+
+# ---- image definitions ------------------------------------------------------------------
+
+
+def _definition_state(
+    settings: Settings, found: models.GalleryImage | None, rg: str, gallery: str, image: str
+) -> ImageDefinitionState:
+    iid = image_definition_id(settings, rg, gallery, image)
+    if found is None:
+        return ImageDefinitionState(id=iid, exists=False)
+    props = found.properties
+    security = None
+    for feature in (props.features if props else None) or []:
+        if (feature.name or "").lower() == "securitytype":
+            security = feature.value
+    return ImageDefinitionState(
+        id=found.id or iid,
+        exists=True,
+        provisioning_state=text_of(props.provisioning_state) if props else None,
+        tags=dict(found.tags or {}),
+        security_type=security,
+        hyper_v_generation=text_of(props.hyper_v_generation) if props else None,
+        os_type=text_of(props.os_type) if props else None,
+    )
+
+
+def get_image_definition(
+    settings: Settings, resource_group: str, gallery: str, image: str
+) -> ImageDefinitionState:
+    client = client_for(settings)
+    found = absent_as_none(
+        f"get image definition {gallery}/{image}",
+        lambda: client.gallery_images.get(resource_group, gallery, image),
+    )
+    return _definition_state(settings, found, resource_group, gallery, image)
+
+
+def begin_create_image_definition(settings: Settings, spec: ImageDefinitionSpec) -> str:
+    properties: dict[str, Any] = {
+        "osType": spec.os_type,
+        "osState": "Generalized",
+        "hyperVGeneration": spec.hyper_v_generation,
+        "identifier": {"publisher": spec.publisher, "offer": spec.offer, "sku": spec.sku},
+    }
+    if spec.description:
+        properties["description"] = spec.description
+    if spec.security_type:
+        properties["features"] = [{"name": "SecurityType", "value": spec.security_type}]
+    body = {"location": spec.location, "tags": dict(spec.tags), "properties": properties}
+    client = client_for(settings)
+    with azure_call(f"create image definition {spec.gallery}/{spec.name}"):
+        client.gallery_images.begin_create_or_update(
+            spec.resource_group, spec.gallery, spec.name, models.GalleryImage(body), polling=False
+        )
+    return image_definition_id(settings, spec.resource_group, spec.gallery, spec.name)
+
+
+def begin_update_image_definition_tags(
+    settings: Settings,
+    resource_group: str,
+    gallery: str,
+    image: str,
+    tags: Mapping[str, str],
+) -> ImageDefinitionState:
+    """PATCH the definition's tags (the whole tag set: PATCH replaces ``tags``).
+
+    The answer to the PATCH already carries the new tags; the update is not waited for.
+    """
+    client = client_for(settings)
+    with azure_call(f"update tags of image definition {gallery}/{image}"):
+        poller = client.gallery_images.begin_update(
+            resource_group,
+            gallery,
+            image,
+            models.GalleryImageUpdate({"tags": dict(tags)}),
+            polling=False,
+        )
+    del poller  # never polled: the next read checks the state
+    return ImageDefinitionState(
+        id=image_definition_id(settings, resource_group, gallery, image),
+        exists=True,
+        tags=dict(tags),
+    )
+
+
+# ---- image versions ---------------------------------------------------------------------
+
+
+def _version_state(found: models.GalleryImageVersion, fallback_id: str) -> ImageVersionState:
+    props = found.properties
+    regions: dict[str, RegionReplication] = {}
+    aggregated = None
+    if props is not None and props.replication_status is not None:
+        aggregated = text_of(props.replication_status.aggregated_state)
+        for item in props.replication_status.summary or []:
+            if not item.region:
+                continue
+            regions[normalise_region(item.region)] = RegionReplication(
+                state=text_of(item.state) or "Unknown",
+                progress=item.progress,
+                details=item.details,
+            )
+    publishing = props.publishing_profile if props else None
+    end_of_life: datetime | None = publishing.end_of_life_date if publishing else None
+    return ImageVersionState(
+        id=found.id or fallback_id,
+        name=found.name or fallback_id.rsplit("/", 1)[-1],
+        exists=True,
+        provisioning_state=text_of(props.provisioning_state) if props else None,
+        aggregated_state=aggregated,
+        regions=regions,
+        exclude_from_latest=publishing.exclude_from_latest if publishing else None,
+        end_of_life_date=end_of_life,
+        tags=dict(found.tags or {}),
+    )
+
+
+def get_image_version(settings: Settings, version: str) -> ImageVersionState:
+    """A gallery version with its replication status per region."""
+    arm = ArmId.parse(version, "version_id")
+    if not arm.is_type(VERSION_TYPE):
+        raise InputError.single("version_id", f"expected a {VERSION_TYPE} id, got {arm.type}")
+    gallery, image, name = arm.names
+    client = client_for(settings, arm.subscription_id)
+    found = absent_as_none(
+        f"get image version {gallery}/{image}/{name}",
+        lambda: client.gallery_image_versions.get(
+            arm.resource_group, gallery, image, name, expand="ReplicationStatus"
+        ),
+    )
+    if found is None:
+        return ImageVersionState(id=str(arm), name=name, exists=False)
+    return _version_state(found, str(arm))
+
+
+def list_image_versions(
+    settings: Settings, resource_group: str, gallery: str, image: str
+) -> list[ImageVersionState]:
+    """Every version of an image definition (empty when the definition does not exist)."""
+    client = client_for(settings)
+    iid = image_definition_id(settings, resource_group, gallery, image)
+
+    def fetch() -> list[ImageVersionState]:
+        return [
+            _version_state(v, f"{iid}/versions/{v.name}")
+            for v in client.gallery_image_versions.list_by_gallery_image(
+                resource_group, gallery, image
+            )
+        ]
+
+    return absent_as_none(f"list versions of {gallery}/{image}", fetch) or []
+
+
+def _version_body(spec: ImageVersionSpec) -> dict[str, Any]:
+    regions = [
+        {
+            "name": r.name,
+            "regionalReplicaCount": r.replica_count,
+            "storageAccountType": r.storage_account_type,
+            "excludeFromLatest": True,
+        }
+        for r in spec.target_regions
+    ]
+    # The version's own region must be among the target regions.
+    if not any(
+        normalise_region(r.name) == normalise_region(spec.location) for r in spec.target_regions
+    ):
+        regions.insert(
+            0,
+            {
+                "name": spec.location,
+                "regionalReplicaCount": spec.replica_count,
+                "storageAccountType": spec.storage_account_type,
+                "excludeFromLatest": True,
+            },
+        )
+    return {
+        "location": spec.location,
+        "tags": dict(spec.tags),
+        "properties": {
+            "publishingProfile": {
+                "targetRegions": regions,
+                "replicaCount": spec.replica_count,
+                "excludeFromLatest": True,
+                "storageAccountType": spec.storage_account_type,
+                "endOfLifeDate": spec.end_of_life.isoformat(),
+            },
+            "storageProfile": {"source": {"virtualMachineId": spec.source_vm_id}},
+            "safetyProfile": {
+                "allowDeletionOfReplicatedLocations": False,
+                # From api 2026-03-03 new versions block deletion before end of life by
+                # default; a staged version that fails validation must stay removable.
+                "blockDeletionBeforeEndOfLife": False,
+            },
+        },
+    }
+
+
+def begin_create_image_version(settings: Settings, spec: ImageVersionSpec) -> str:
+    """Send the version PUT (capture + replication start; nothing waits). Returns its id."""
+    client = client_for(settings)
+    with azure_call(f"create image version {spec.gallery}/{spec.image_definition}/{spec.version}"):
+        client.gallery_image_versions.begin_create_or_update(
+            spec.resource_group,
+            spec.gallery,
+            spec.image_definition,
+            spec.version,
+            models.GalleryImageVersion(_version_body(spec)),
+            polling=False,
+        )
+    return image_version_id(
+        settings, spec.resource_group, spec.gallery, spec.image_definition, spec.version
+    )
+
+
+def base_versions_built(
+    settings: Settings,
+    resource_group: str,
+    gallery: str,
+    image: str,
+    base_tag: str = "imagefactory:base-version",
+) -> list[str]:
+    """The base (marketplace) versions recorded on an image definition's gallery versions."""
+    found: list[str] = []
+    for version in list_image_versions(settings, resource_group, gallery, image):
+        for key, value in version.tags.items():
+            if key.lower() == base_tag.lower() and value:
+                found.append(value)
+    return found
