@@ -11,8 +11,9 @@ pipeline (:func:`arm_nic_request`), so no ``azure-mgmt-network`` dependency is n
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from enum import Enum
 from typing import Any, Final
 
@@ -59,9 +60,33 @@ def text_of(value: object) -> str | None:
     return str(value)
 
 
+class _HashableMap(Mapping[str, str]):
+    """A read-only mapping that hashes by content (see :func:`client_for`)."""
+
+    def __init__(self, items: Mapping[str, str]) -> None:
+        self._items = dict(items)
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._items.items())))
+
+
 def client_for(settings: Settings, subscription_id: str | None = None) -> ComputeManagementClient:
+    """The cached compute client for these settings (and another subscription, if given)."""
     if subscription_id and subscription_id.lower() == settings.subscription_id.lower():
         subscription_id = None
+    if not isinstance(settings.extra, _HashableMap):
+        # Settings.extra defaults to a dict, which makes Settings unhashable and the
+        # lru_cache in compute_client() raise TypeError; hand it a hashable equal copy.
+        settings = dataclasses.replace(settings, extra=_HashableMap(settings.extra))
     return compute_client(settings, subscription_id)
 
 
