@@ -209,7 +209,7 @@ class DevHost:
             self.index,
             self.invoker,
             self.clock,
-            settings=self.settings,
+            settings={**os.environ, **self.settings},
             client_binding=client_binding,
             name=f"{name}-timers",
         )
