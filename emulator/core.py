@@ -44,7 +44,7 @@ from emulator.arm import (
 from emulator.events import EventPublisher, iso
 from emulator.faults import FaultInjector
 from emulator.latency import LatencyModel, LatencySpec
-from emulator.lro import LroManager
+from emulator.lro import LroManager, OperationHandle
 from emulator.scenario import Scenario, load_scenario
 from emulator.store import ResourceStore, parse_resource_id, resource_type_of
 from emulator.throttle import Throttler
@@ -54,6 +54,7 @@ __all__ = [
     "Emulator",
     "EmulatorOptions",
     "Handler",
+    "OperationHandle",
     "Request",
     "Response",
     "ScheduledItem",
@@ -205,6 +206,8 @@ class Emulator:
         self._owner_rules: list[Callable[[dict[str, Any]], str | None]] = []
         self.seeded_ids: set[str] = set()
         self.builds: dict[str, dict[str, Any]] = {}
+        # Module-private state objects by module name (e.g. the marketplace catalogue).
+        self.modules: dict[str, Any] = {}
         # scheduling
         self._sched_lock = threading.Lock()
         self._heap: list[ScheduledItem] = []
@@ -461,6 +464,33 @@ class Emulator:
             location_result=location_result,
             location=location,
             on_fail=on_fail,
+            retry_after=retry_after,
+            publish_event=publish_event,
+        )
+
+    def begin_manual_lro(
+        self,
+        resource_id: str,
+        *,
+        op: str,
+        status_code: int = 202,
+        body: Any = None,
+        location_result: bool = False,
+        location: str | None = None,
+        retry_after: int = 10,
+        publish_event: bool = False,
+    ) -> tuple[Response, OperationHandle]:
+        """Like :meth:`begin_lro` for work of unknown length: the operation stays InProgress
+        until ``handle.succeed(result)`` or ``handle.fail(ArmError)`` (call those under the
+        lock, e.g. from scheduled work). An ``lro_failure`` fault turns ``succeed`` into a
+        failure."""
+        return self.lro.begin_manual(
+            resource_id,
+            op=op,
+            status_code=status_code,
+            body=body,
+            location_result=location_result,
+            location=location,
             retry_after=retry_after,
             publish_event=publish_event,
         )

@@ -112,6 +112,7 @@ class LroManager:
         on_fail: Callable[[ArmError], None] | None = None,
         retry_after: int | None = None,
         publish_event: bool = False,
+        _manual: dict[str, OperationHandle] | None = None,
     ) -> Response:
         emu = self._emu
         req = emu.current_request()
@@ -154,7 +155,10 @@ class LroManager:
         def complete() -> None:
             self._complete(record, on_complete, fail, on_fail, publish_event)
 
-        emu.schedule(duration, complete, f"lro:{op}:{resource_id}")
+        if _manual is not None:
+            _manual["handle"] = OperationHandle(self, record, publish_event, fail)
+        else:
+            emu.schedule(duration, complete, f"lro:{op}:{resource_id}")
         base = emu.base_url
         prefix = f"{base}/subscriptions/{sub}/providers/{provider}/locations/{loc}"
         headers = {
@@ -163,6 +167,35 @@ class LroManager:
             "Retry-After": str(ra),
         }
         return Response(status_code, body, headers)
+
+    def begin_manual(
+        self,
+        resource_id: str,
+        *,
+        op: str,
+        status_code: int = 202,
+        body: Any = None,
+        location_result: bool = False,
+        location: str | None = None,
+        retry_after: int = 10,
+        publish_event: bool = False,
+    ) -> tuple[Response, OperationHandle]:
+        """An operation that ends when the caller says so (``handle.succeed`` / ``.fail``)."""
+        holder: dict[str, OperationHandle] = {}
+        resp = self.begin(
+            resource_id,
+            duration=timedelta(days=3650),
+            on_complete=None,
+            op=op,
+            status_code=status_code,
+            body=body,
+            location_result=location_result,
+            location=location,
+            retry_after=retry_after,
+            publish_event=publish_event,
+            _manual=holder,
+        )
+        return resp, holder["handle"]
 
     def _complete(
         self,
@@ -238,3 +271,34 @@ class LroManager:
         if o.location_result and o.result is not None:
             return Response(200, o.result)
         return Response(204)
+
+
+class OperationHandle:
+    """Ends a manual operation (call under ``Emulator.lock``, e.g. from scheduled work)."""
+
+    def __init__(
+        self, manager: LroManager, record: Operation, publish_event: bool, fail: ArmError | None
+    ) -> None:
+        self._manager = manager
+        self.record = record
+        self._publish_event = publish_event
+        self.injected_failure = fail  # an lro_failure fault chosen when the operation began
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def done(self) -> bool:
+        return self.record.status != "InProgress"
+
+    def succeed(self, result: Any = None) -> None:
+        if self.done:
+            return
+        err = self.injected_failure
+        self._manager._complete(self.record, (lambda: result), err, None, self._publish_event)
+
+    def fail(self, error: ArmError) -> None:
+        if self.done:
+            return
+        self._manager._complete(self.record, None, error, None, self._publish_event)
