@@ -1,0 +1,269 @@
+"""Calling orchestrator and activity functions the way the Python worker does.
+
+The worker decodes a trigger with the binding's converter from ``azure.functions``
+(``OrchestrationTriggerConverter`` gives an ``OrchestrationContext`` whose body is the host's
+request JSON; ``ActivityTriggerConverter`` JSON-decodes the activity input with the durable
+codec), calls the user function with that value under the trigger's parameter name (and
+``context`` when the function asks for one), and encodes the return value with the same
+converter. A failing function becomes an ``RpcException`` whose message is
+``"<ExceptionType>: <message>"``; the Durable extension reports a failed activity as
+``Activity function '<name>' failed: <that message>``. Async activities run on one event loop
+thread, as the worker runs coroutine functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import threading
+import traceback
+import uuid
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+from azure.functions import meta
+from azure.functions._abc import TraceContext
+from azure.functions.durable_functions import (
+    ActivityTriggerConverter,
+    OrchestrationTriggerConverter,
+)
+
+from devhost.functions import FunctionInfo
+
+OUT_OF_PROC_MARKER = "$OutOfProcData$:"
+
+
+@dataclass(frozen=True)
+class ActivityOutcome:
+    """What an activity invocation gave: a JSON result, or a failure reason and details."""
+
+    ok: bool
+    result: str | None = None
+    reason: str | None = None
+    details: str | None = None
+
+
+@dataclass(frozen=True)
+class OrchestratorOutcome:
+    """What an orchestrator episode gave: the SDK's state JSON, or the error it raised."""
+
+    state: dict[str, Any] | None
+    error: str | None = None
+    details: str | None = None
+
+
+class _TraceContext(TraceContext):
+    def __init__(self) -> None:
+        self._parent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00"
+
+    @property
+    def trace_state(self) -> str:
+        return ""
+
+    @property
+    def trace_parent(self) -> str:
+        return self._parent
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        return {}
+
+
+class InvocationContext(func.Context):
+    """The ``context`` argument the worker passes to functions that declare one."""
+
+    _local = threading.local()
+
+    def __init__(self, function_name: str, directory: str = ".") -> None:
+        self._invocation_id = str(uuid.uuid4())
+        self._function_name = function_name
+        self._directory = directory
+        self._trace = _TraceContext()
+
+    @property
+    def invocation_id(self) -> str:
+        return self._invocation_id
+
+    @property
+    def thread_local_storage(self) -> Any:
+        return self._local
+
+    @property
+    def function_name(self) -> str:
+        return self._function_name
+
+    @property
+    def function_directory(self) -> str:
+        return self._directory
+
+    @property
+    def trace_context(self) -> TraceContext:
+        return self._trace
+
+    @property
+    def retry_context(self) -> Any:
+        return None
+
+
+class AsyncRunner:
+    """One event loop on a daemon thread for coroutine functions (started on first use)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _ensure(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                ready = threading.Event()
+
+                def run() -> None:
+                    asyncio.set_event_loop(loop)
+                    ready.set()
+                    loop.run_forever()
+
+                self._thread = threading.Thread(target=run, name="devhost-async", daemon=True)
+                self._thread.start()
+                ready.wait()
+                self._loop = loop
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._ensure())
+        return future.result()
+
+    def close(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop, self._thread = None, None
+        if loop is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join(timeout=5)
+            loop.close()
+
+
+def _arguments(
+    info: FunctionInfo, trigger_value: Any, directory: str
+) -> tuple[dict[str, Any], str | None]:
+    """Keyword arguments for the user function, or the reason it cannot be called."""
+    kwargs: dict[str, Any] = {}
+    try:
+        parameters = inspect.signature(info.user_function).parameters
+    except (TypeError, ValueError):
+        return {info.trigger_param: trigger_value}, None
+    for name, parameter in parameters.items():
+        if name == info.trigger_param:
+            kwargs[name] = trigger_value
+        elif name == "context":
+            kwargs[name] = InvocationContext(info.name, directory)
+        elif parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+            continue
+        elif parameter.default is parameter.empty:
+            return {}, (
+                f"parameter {name!r} of function {info.name!r} has no binding the devhost "
+                "can supply (only the trigger and 'context')"
+            )
+    if info.trigger_param not in kwargs:
+        kwargs[info.trigger_param] = trigger_value
+    return kwargs, None
+
+
+def _failure(name: str, exc: BaseException) -> ActivityOutcome:
+    message = f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    if cause is not None and str(cause) not in message:
+        message += f" (caused by {type(cause).__name__}: {cause})"
+    details = "".join(traceback.format_exception(exc)).strip()
+    return ActivityOutcome(
+        ok=False, reason=f"Activity function '{name}' failed: {message}", details=details
+    )
+
+
+def run_activity(
+    info: FunctionInfo,
+    input_json: str | None,
+    runner: AsyncRunner,
+    directory: str = ".",
+) -> ActivityOutcome:
+    """Invoke one activity as the worker does; never raises for a user error."""
+    try:
+        value = ActivityTriggerConverter.decode(
+            meta.Datum(type="json", value=input_json if input_json is not None else "null"),
+            trigger_metadata={},
+        )
+    except Exception as exc:
+        return _failure(info.name, exc)
+    kwargs, problem = _arguments(info, value, directory)
+    if problem is not None:
+        return ActivityOutcome(
+            ok=False, reason=f"Activity function '{info.name}' failed: {problem}", details=None
+        )
+    try:
+        result = info.user_function(**kwargs)
+        if inspect.isawaitable(result):
+            result = runner.run(_await(result))
+    except Exception as exc:
+        return _failure(info.name, exc)
+    try:
+        datum = ActivityTriggerConverter.encode(result, expected_type=None)
+    except Exception as exc:
+        return _failure(info.name, exc)
+    encoded = datum.value
+    return ActivityOutcome(ok=True, result=encoded if isinstance(encoded, str) else None)
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def split_out_of_proc_error(message: str) -> tuple[str, dict[str, Any] | None]:
+    """Split the SDK's ``<error>\\n\\n$OutOfProcData$:<state JSON>`` into its two parts."""
+    head, marker, tail = message.partition(OUT_OF_PROC_MARKER)
+    if not marker:
+        return message.strip(), None
+    try:
+        state = json.loads(tail)
+    except ValueError:
+        return head.strip(), None
+    return head.strip(), state if isinstance(state, dict) else None
+
+
+def run_orchestrator(info: FunctionInfo, request_json: str) -> OrchestratorOutcome:
+    """Run one orchestrator episode as the worker does: request JSON in, state JSON out."""
+    context = OrchestrationTriggerConverter.decode(
+        meta.Datum(type="string", value=request_json), trigger_metadata={}
+    )
+    user: Callable[..., Any] = info.user_function
+    try:
+        returned = user(**{info.trigger_param: context})
+        datum = OrchestrationTriggerConverter.encode(returned, expected_type=None)
+    except Exception as exc:
+        head, state = split_out_of_proc_error(str(exc))
+        error = None
+        if state is not None:
+            error = state.get("error")
+        if not error:
+            error = head or type(exc).__name__
+            if state is None:
+                error = f"{type(exc).__name__}: {error}"
+        details = "".join(traceback.format_exception(exc.__cause__ or exc)).strip()
+        return OrchestratorOutcome(state=state, error=str(error), details=details)
+    raw = datum.value
+    try:
+        state = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    except ValueError as exc:
+        return OrchestratorOutcome(
+            state=None, error=f"the orchestrator returned no valid state JSON: {exc}"
+        )
+    if not isinstance(state, dict):
+        return OrchestratorOutcome(
+            state=None, error=f"the orchestrator returned {type(state).__name__}, not a state"
+        )
+    return OrchestratorOutcome(state=state)
