@@ -12,12 +12,12 @@ Two bases serve the same handlers:
 * ``/durabletask/...``: the ``rpcBaseUrl`` the SDK client calls, like the host's local RPC
   endpoint (loopback only, no key).
 
-Request bodies follow the host: a start body is the orchestration input (the SDK client sends
-its input as JSON text inside a JSON string; that text is decoded once more, so
-``context.get_input()`` returns what the starter passed). A raise-event body is parsed once and
-delivered as is: the SDK client's ``raise_event(..., {"a": 1})`` therefore arrives in the
-orchestrator as the *string* ``'{"a": 1}'``, exactly as on Azure (azure-functions-durable-python
-issue #295).
+Request bodies follow the host: a start body is parsed and becomes the request's ``input``; a
+JSON *string* is therefore the input's JSON text, which is what the SDK client sends
+(``json.dumps(input)`` posted as JSON), so ``context.get_input()`` returns what the starter
+passed. A raise-event body is parsed once and delivered as is: the SDK client's
+``raise_event(..., {"a": 1})`` therefore arrives in the orchestrator as the *string*
+``'{"a": 1}'``, exactly as on Azure (azure-functions-durable-python issue #295).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
+from devhost.engine import InstanceCompletedError, InstanceExistsError, InstanceNotFoundError
 from devhost.functions import FunctionInfo, UnknownFunctionError
 from devhost.server import HttpError, Request, Response, json_response
 from devhost.triggers import Keys
@@ -59,7 +60,12 @@ class EngineApi(Protocol):
     """The part of the engine the HTTP API drives (see devhost/engine.py)."""
 
     def start_new(
-        self, orchestrator: str, instance_id: str | None = None, input: Any = None
+        self,
+        orchestrator: str,
+        instance_id: str | None = None,
+        input: Any = None,
+        *,
+        input_json: str | None = None,
     ) -> str: ...
 
     def get_status(
@@ -117,9 +123,8 @@ def _durable_error(status: int, code: str, message: str, headline: str | None = 
 
 
 def _engine_error(exc: Exception, instance_id: str | None = None) -> HttpError | None:
-    """Map the engine's errors to HTTP answers (by class name: no import cycle with the engine)."""
-    name = type(exc).__name__
-    text = str(exc) or name
+    """Map the engine's errors to HTTP answers; None for anything else (a 500)."""
+    text = str(exc) or type(exc).__name__
     if isinstance(exc, UnknownFunctionError):
         return _durable_error(
             400,
@@ -128,17 +133,17 @@ def _engine_error(exc: Exception, instance_id: str | None = None) -> HttpError |
             f"function. {text}",
             "One or more of the arguments submitted is incorrect",
         )
-    if name == "InstanceNotFoundError":
+    if isinstance(exc, InstanceNotFoundError):
         return _durable_error(
             404, "InstanceNotFound", f"No instance with ID '{instance_id}' found."
         )
-    if name == "InstanceExistsError":
+    if isinstance(exc, InstanceExistsError):
         return _durable_error(
             409,
             "InstanceExists",
             f"An orchestration instance with ID '{instance_id}' is already running: {text}",
         )
-    if name == "InstanceCompletedError":
+    if isinstance(exc, InstanceCompletedError):
         return _durable_error(
             410, "InstanceCompleted", f"Instance '{instance_id}' has already finished: {text}"
         )
@@ -209,19 +214,19 @@ def check_instance_id(instance_id: str) -> None:
         )
 
 
-def decode_start_input(request: Request) -> Any:
-    """The orchestration input from a start request body (see the module docstring)."""
+def decode_start_input(request: Request) -> str | None:
+    """The orchestration input's JSON text from a start request body (see the module docstring).
+
+    The host deserializes the body and hands the value to the worker as ``input``; the SDK's
+    ``get_input()`` decodes a string there as JSON text. So a JSON string body *is* the input's
+    JSON text (the SDK client's case), any other JSON value is the input itself.
+    """
     if not request.body.strip():
         return None
     value = request.json("orchestration input")
     if isinstance(value, str):
-        # The SDK client posts json.dumps(input) as a JSON string: the host hands that text to
-        # the worker, whose get_input() decodes it. Decode it here so the engine gets the value.
-        try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return value
+        return value
+    return json.dumps(value)
 
 
 class DurableApi:
@@ -329,6 +334,15 @@ class DurableApi:
     # -- dispatch ---------------------------------------------------------------------------------
     def handle(self, request: Request, raw_subpath: str, *, public: bool) -> Response:
         """Serve ``raw_subpath`` (still percent-encoded, after the base) of the API."""
+        try:
+            return self._route(request, raw_subpath, public=public)
+        except HttpError as exc:
+            # Every error body also carries the host's Message/ExceptionMessage keys.
+            exc.extra.setdefault("Message", exc.message)
+            exc.extra.setdefault("ExceptionMessage", exc.message)
+            raise
+
+    def _route(self, request: Request, raw_subpath: str, *, public: bool) -> Response:
         if public:
             self.keys.check("function", request, "the Durable Functions HTTP API")
         hub = request.param("taskHub")
@@ -393,11 +407,11 @@ class DurableApi:
     def start(self, request: Request, function_name: str, instance_id: str | None) -> Response:
         if instance_id is not None:
             check_instance_id(instance_id)
-        data = decode_start_input(request)
+        input_json = decode_start_input(request)
         timeout = _seconds(request, "timeout")
         interval = _seconds(request, "pollingInterval")
         try:
-            new_id = self.engine.start_new(function_name, instance_id, data)
+            new_id = self.engine.start_new(function_name, instance_id, input_json=input_json)
         except Exception as exc:
             mapped = _engine_error(exc, instance_id)
             if mapped is None:

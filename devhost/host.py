@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
@@ -215,6 +215,7 @@ class DevHost:
         )
         self.clock_service = _clock_service(self.clock)
         self._started = False
+        self._closed = False
 
     # -- configuration ----------------------------------------------------------------------------
     def _hub_from_host_json(self) -> str:
@@ -277,6 +278,11 @@ class DevHost:
             self._close_owned()
 
     def _close_owned(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.clock_service is not None:
+            self.clock_service.close()
         if self._owns_store:
             closer = getattr(self.store, "close", None)
             if callable(closer):
@@ -320,7 +326,10 @@ class DevHost:
     def _clock_route(self, request: Request) -> Response:
         if self.clock_service is None:
             raise HttpError(404, "NotFound", "this devhost has no clock service")
-        return self.clock_service(request)
+        response = self.clock_service.handle(request)
+        if not isinstance(response, Response):
+            raise HttpError(500, "ClockServiceError", "the clock service gave no response")
+        return response
 
     # -- admin ------------------------------------------------------------------------------------
     def host_status(self) -> dict[str, Any]:
@@ -454,26 +463,10 @@ def _make_store(spec: Any) -> Any:
     return store_module.Store(path)
 
 
-def _clock_service(clock: BaseClock) -> Callable[[Request], Response] | None:
-    """The ``/_clock`` routes from devhost/remote_clock.py, when that module is present."""
-    import importlib
-
+def _clock_service(clock: BaseClock) -> Any | None:
+    """The ``/_clock`` routes' service from devhost/remote_clock.py (None if it is absent)."""
     try:
-        remote_clock: Any = importlib.import_module("devhost.remote_clock")
-    except ImportError:
+        from devhost.remote_clock import ClockService
+    except ImportError:  # pragma: no cover - the module ships with the devhost
         return None
-    service_cls = getattr(remote_clock, "ClockService", None)
-    if service_cls is None:
-        return None
-    service = service_cls(clock)
-    handler = getattr(service, "handle", None)
-    if not callable(handler):
-        return None
-
-    def route(request: Request) -> Response:
-        result = handler(request)
-        if isinstance(result, Response):
-            return result
-        raise HttpError(500, "ClockServiceError", "the clock service gave no response")
-
-    return route
+    return ClockService(clock)

@@ -177,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "devhost"
     sys_version = ""
+    timeout = 300  # an idle keep-alive connection is dropped after this many real seconds
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:

@@ -21,6 +21,7 @@ moves while a trigger is running.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import hmac
@@ -142,59 +143,74 @@ class OutValue(func.Out[Any]):
 ClientBinding = Callable[[FunctionInfo], str]
 
 
+_shared_loop: asyncio.AbstractEventLoop | None = None
+_shared_loop_lock = threading.Lock()
+
+
+def worker_loop() -> asyncio.AbstractEventLoop:
+    """The process's one event loop for ``async def`` trigger functions, as in the worker.
+
+    One loop per process, for the process's life: the durable SDK keeps a module-global aiohttp
+    session (and an asyncio lock) bound to the loop that first used them, so every host in the
+    process (tests start several) must run coroutine functions on the same loop.
+    """
+    global _shared_loop
+    with _shared_loop_lock:
+        if _shared_loop is not None and not _shared_loop.is_closed():
+            return _shared_loop
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        threading.Thread(target=run, name="devhost-async", daemon=True).start()
+        ready.wait(5)
+        _shared_loop = loop
+        atexit.register(_close_at_exit, loop)
+        return loop
+
+
+def _close_at_exit(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the durable SDK's aiohttp session on our loop before the interpreter goes."""
+    if loop.is_running():
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(_close_durable_http_session(), loop).result(2)
+
+
 class FunctionInvoker:
-    """Calls user functions: coroutines on one event loop thread, plain functions in a pool."""
+    """Calls user functions: coroutines on the worker loop, plain functions in a thread pool."""
 
     def __init__(self, max_workers: int = 16, directory: str = ".") -> None:
         self._max_workers = max_workers
         self._directory = directory
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
-            if self._loop is not None:
-                return
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self._max_workers, thread_name_prefix="devhost-fn"
-            )
-            loop = asyncio.new_event_loop()
-            ready = threading.Event()
-
-            def run() -> None:
-                asyncio.set_event_loop(loop)
-                loop.call_soon(ready.set)
-                loop.run_forever()
-
-            self._loop_thread = threading.Thread(target=run, name="devhost-async", daemon=True)
-            self._loop_thread.start()
-            ready.wait(5)
-            self._loop = loop
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=self._max_workers, thread_name_prefix="devhost-fn"
+                )
+        worker_loop()
 
     def stop(self) -> None:
+        """Stop taking sync invocations (running ones finish); the worker loop stays."""
         with self._lock:
-            loop, thread, pool = self._loop, self._loop_thread, self._pool
-            self._loop = self._loop_thread = self._pool = None
-        if loop is not None:
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(_close_durable_http_session(), loop).result(5)
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(timeout=5)
-            if not loop.is_running():
-                loop.close()
+            pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
 
     def _require(self) -> tuple[asyncio.AbstractEventLoop, concurrent.futures.ThreadPoolExecutor]:
-        if self._loop is None or self._pool is None:
+        if self._pool is None:
             self.start()
-        assert self._loop is not None
-        assert self._pool is not None
-        return self._loop, self._pool
+        pool = self._pool
+        assert pool is not None
+        return worker_loop(), pool
 
     # -- calling ----------------------------------------------------------------------------------
     def submit(

@@ -14,6 +14,7 @@ import pytest
 
 from devhost.clock import RealClock, VirtualClock
 from devhost.functions import index_app
+from devhost.host import DevHost
 from devhost.triggers import FunctionInvoker, TimerScheduler
 
 APPS = Path(__file__).parent / "apps_http"
@@ -133,3 +134,41 @@ def test_fire_now_runs_out_of_schedule_in_real_time(timer_app: ModuleType) -> No
     assert tick["past_due"] is False
     with pytest.raises(KeyError):
         scheduler.fire_now("broken_schedule")
+
+
+def test_timers_through_the_devhost_admin_api_and_clock_routes(
+    timer_app: ModuleType, tmp_path: Path
+) -> None:
+    kit = load("devhost_testkit")
+    clock = VirtualClock(T0)
+    clock.pause()
+    timer_app.NOW[:] = [clock.now]
+    settings = {"HOURLY_SCHEDULE": "0 0 * * * *"}
+    try:
+        with DevHost(timer_app.app, app_dir=tmp_path, clock=clock, settings=settings) as host:
+            clock.resume()
+            kit.poll(lambda: len(timer_app.TICKS.get("every_five_minutes", [])) >= 12)
+            listing = {f["name"]: f for f in kit.call("GET", f"{host.url}/admin/functions").json()}
+            five = listing["every_five_minutes"]
+            assert five["schedule"] == "0 */5 * * * *"
+            assert five["firings"] >= 12
+            assert "error" not in five
+            assert "not a schedule" in listing["broken_schedule"]["error"]
+            status = kit.call("GET", f"{host.url}/admin/host/status").json()
+            assert status["clock"]["virtual"] is True
+            assert "broken_schedule" in status["errors"]
+            refused = kit.call("POST", f"{host.url}/admin/functions/broken_schedule")
+            assert refused.status == 409
+            clock.pause()
+            before = len(timer_app.TICKS["every_five_minutes"])
+            fired = kit.call("POST", f"{host.url}/admin/functions/every_five_minutes", b"{}")
+            assert fired.status == 202
+            kit.poll(lambda: len(timer_app.TICKS["every_five_minutes"]) > before)
+            shared = kit.call("GET", f"{host.url}/_clock").json()
+            assert shared["virtual"] is True
+            assert datetime.fromisoformat(shared["now"].replace("Z", "+00:00")) == clock.now()
+            bad = kit.call("PUT", f"{host.url}/_clock/participants/x", b'{"busy": -1}')
+            assert bad.status == 400
+            assert "busy" in bad.json()["error"]["message"]
+    finally:
+        clock.close()

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import azure.durable_functions as df
@@ -17,6 +20,7 @@ app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 # What the Event Grid functions saw (the tests read it).
 EVENTS: list[dict[str, Any]] = []
+NOW: list[Callable[[], datetime]] = []  # a test puts the host clock's now() here
 LOCK = threading.Lock()
 
 
@@ -73,6 +77,15 @@ def ctx(req: func.HttpRequest, context: func.Context) -> func.HttpResponse:
         json.dumps({"function": context.function_name, "invocation": context.invocation_id}),
         mimetype="application/json",
     )
+
+
+@app.route(route="slow")
+def slow(req: func.HttpRequest) -> str:
+    """Reads host time before and after 200 real ms of work."""
+    before = NOW[0]() if NOW else None
+    time.sleep(0.2)
+    after = NOW[0]() if NOW else None
+    return json.dumps({"before": str(before), "after": str(after)})
 
 
 @app.route(route="nothing")
@@ -146,6 +159,12 @@ async def client_ops(req: func.HttpRequest, client: df.DurableOrchestrationClien
         result = status.to_json() if status else {"found": False, "message": repr(status)}
     elif op == "purge":
         purged = await client.purge_instance_history(instance_id)
+        result = {"deleted": purged.instances_deleted}
+    elif op == "purge-by":
+        statuses = [df.OrchestrationRuntimeStatus(s) for s in (data or {}).get("status", [])]
+        purged = await client.purge_instance_history_by(
+            created_time_from=datetime(2000, 1, 1, tzinfo=UTC), runtime_status=statuses or None
+        )
         result = {"deleted": purged.instances_deleted}
     elif op == "query":
         statuses = [df.OrchestrationRuntimeStatus(s) for s in (data or {}).get("status", [])]
