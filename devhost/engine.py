@@ -494,17 +494,21 @@ class Engine:
         real_timeout: float = 30.0,
         statuses: Collection[str] = ("Completed", "Failed", "Terminated"),
     ) -> dict[str, Any]:
-        """Block until the instance reaches one of ``statuses`` (real seconds); its status."""
+        """Block until the instance reaches one of ``statuses`` (real seconds); its status.
+
+        An instance that does not exist (yet: a sub-orchestration, say) is waited for too;
+        InstanceNotFoundError if it never appears, TimeoutError if it never gets there.
+        """
         deadline = time.monotonic() + real_timeout
         with self._changed:
             while True:
                 status = self.get_status(instance_id)
-                if status is None:
-                    raise InstanceNotFoundError(instance_id)
-                if status["runtimeStatus"] in statuses:
+                if status is not None and status["runtimeStatus"] in statuses:
                     return status
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 and status is None:
+                    raise InstanceNotFoundError(instance_id)
+                if left <= 0 and status is not None:
                     raise TimeoutError(
                         f"instance {instance_id!r} is still {status['runtimeStatus']} after "
                         f"{real_timeout} s (waiting for {', '.join(statuses)})"

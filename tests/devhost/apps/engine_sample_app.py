@@ -31,6 +31,7 @@ def reset(now: Callable[[], datetime] | None = None) -> None:
         if now is not None:
             NOW.append(now)
     SWITCH["version"] = 1
+    GATE.clear()
 
 
 def _record(name: str, value: Any) -> None:
@@ -288,3 +289,77 @@ def calls_unknown(context: df.DurableOrchestrationContext) -> Any:
     except Exception as exc:
         return {"error": str(exc).split(" \n ")[0]}
     return "found?"
+
+
+class BackoffRetryOptions(df.RetryOptions):
+    """RetryOptions that also send the DTFx back-off fields (SDK 1.7 only sends the first two)."""
+
+    def __init__(self, first_ms: int, attempts: int, backoff: float, max_ms: int) -> None:
+        super().__init__(first_ms, attempts)
+        self.backoff = backoff
+        self.max_ms = max_ms
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = dict(super().to_json())
+        data["backoffCoefficient"] = self.backoff
+        data["maxRetryIntervalInMilliseconds"] = self.max_ms
+        return data
+
+
+@bp.orchestration_trigger(context_name="context")
+def backoff_retry(context: df.DurableOrchestrationContext) -> Any:
+    spec = context.get_input()
+    options = BackoffRetryOptions(
+        spec["first_ms"], spec["attempts"], spec["backoff"], spec["max_ms"]
+    )
+    return (yield context.call_activity_with_retry("flaky", options, spec))
+
+
+@bp.orchestration_trigger(context_name="context")
+def retry_parallel(context: df.DurableOrchestrationContext) -> Any:
+    """Retried calls next to plain ones: retry ids interleave with later actions."""
+    specs = context.get_input()
+    options = df.RetryOptions(1000, 5)
+    tasks = [context.call_activity_with_retry("flaky", options, spec) for spec in specs]
+    tasks.append(context.call_activity("double", 21))
+    first = yield context.task_all(tasks)
+    second = yield context.task_all(
+        [
+            context.call_activity("double", 1),
+            context.call_activity_with_retry("flaky", options, specs[0]),
+        ]
+    )
+    timer = yield context.create_timer(context.current_utc_datetime + timedelta(seconds=1))
+    return {"first": first, "second": second, "timer": timer is None}
+
+
+@bp.orchestration_trigger(context_name="context")
+def parent_of_forever(context: df.DurableOrchestrationContext) -> Any:
+    try:
+        yield context.call_sub_orchestrator("forever", None, context.get_input())
+    except Exception as exc:
+        return {"failed": str(exc).split(" \n ")[0]}
+    return "child finished"
+
+
+GATE = threading.Event()
+
+
+@bp.activity_trigger(input_name="payload")
+def gate(payload: Any) -> str:
+    if not GATE.wait(timeout=20):
+        raise TimeoutError("the test never opened the gate")
+    return "through"
+
+
+@bp.orchestration_trigger(context_name="context")
+def gated(context: df.DurableOrchestrationContext) -> Any:
+    return (yield context.call_activity("gate", None))
+
+
+@bp.orchestration_trigger(context_name="context")
+def sleepy(context: df.DurableOrchestrationContext) -> Any:
+    yield context.create_timer(
+        context.current_utc_datetime + timedelta(minutes=float(context.get_input()))
+    )
+    return context.current_utc_datetime.isoformat()
