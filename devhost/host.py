@@ -164,10 +164,6 @@ class DevHost:
         self.host_json = read_host_json(self.app_dir)
         self.app = app if app is not None else load_app(app_spec)
         self.index: FunctionIndex = index_app(self.app)
-        self._owns_clock = clock is None
-        self.clock: BaseClock = clock if clock is not None else make_clock(virtual_time)
-        self._owns_store = not _is_store_object(store)
-        self.store = _make_store(store) if self._owns_store else store
         self.task_hub = task_hub or self._hub_from_host_json()
         self.route_prefix = self._route_prefix()
         self.function_timeout = self._function_timeout()
@@ -175,12 +171,31 @@ class DevHost:
             function_key=self.settings.get("DEVHOST_FUNCTION_KEY") or None,
             master_key=self.settings.get("DEVHOST_MASTER_KEY") or None,
         )
+        # Bind first: a port in use fails before anything else is opened.
+        self.server = HttpServer(self.dispatch, host=host, port=port)
+        self._owns_clock = clock is None
+        self._owns_store = not _is_store_object(store)
+        self.clock: BaseClock = clock if clock is not None else make_clock(virtual_time)
+        self.store: Any = None
+        try:
+            self.store = _make_store(store) if self._owns_store else store
+            from devhost.engine import Engine
 
-        from devhost.engine import Engine
-
-        self.engine = Engine(
-            self.index, self.store, self.clock, activity_workers=activity_workers, name=name
-        )
+            self.engine = Engine(
+                self.index,
+                self.store,
+                self.clock,
+                activity_workers=activity_workers,
+                name=name,
+                directory=str(self.app_dir),
+            )
+        except BaseException:
+            self.server.stop()
+            if self._owns_store and self.store is not None:
+                self.store.close()
+            if self._owns_clock:
+                self.clock.close()
+            raise
         self.invoker = FunctionInvoker(directory=str(self.app_dir))
         self.server = HttpServer(self.dispatch, host=host, port=port)
         self.durable = DurableApi(

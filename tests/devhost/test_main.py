@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -195,3 +196,33 @@ def test_bad_arguments_fail_cleanly(tmp_path: Path) -> None:
     )
     assert broken.returncode == 2
     assert "local.settings.json: not valid JSON" in broken.stderr
+
+
+def test_a_port_in_use_fails_cleanly(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "devhost",
+                "--app",
+                "devhost_http_app:app",
+                "--app-dir",
+                str(tmp_path),
+                "--port",
+                str(port),
+                "--store",
+                ":memory:",
+            ],
+            cwd=ROOT,
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
