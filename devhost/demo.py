@@ -225,11 +225,49 @@ def _first_marketplace_image(catalogue: Path) -> dict[str, Any]:
     raise SystemExit(f"{catalogue}: no image is built from a marketplace base")
 
 
-def _publish_newer_marketplace_version(world: World, image: dict[str, Any]) -> str:
-    from emulator.marketplace import publish_next_version
+def emulator_admin(world: World, method: str, path: str, body: Any = None) -> Any:
+    """Call the emulator's admin API over HTTPS (trusting its CA), as an operator would."""
+    import ssl
+    import urllib.request
 
-    version: str = publish_next_version(
-        world.emulator.emu, image["location"], image["publisher"], image["offer"], image["sku"]
+    ctx = ssl.create_default_context(cafile=str(world.emulator.ca_path))
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(  # noqa: S310 - a loopback URL the demo itself started
+        f"{world.emulator.url}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:  # noqa: S310
+        raw = resp.read()
+    return json.loads(raw) if raw else None
+
+
+def next_marketplace_version(world: World, image: dict[str, Any]) -> str:
+    """The newest marketplace version of the image's base, with its last part bumped."""
+    from emulator.marketplace import catalogue as marketplace_catalogue
+
+    versions = marketplace_catalogue(world.emulator.emu).versions_of(
+        image["location"], image["publisher"], image["offer"], image["sku"]
+    )
+    if not versions:
+        raise SystemExit(f"the scenario's marketplace has no {image['sku']}")
+    major, minor, patch = (int(p) for p in versions[-1].version.split("."))
+    return f"{major}.{minor}.{patch + 100}"
+
+
+def _publish_newer_marketplace_version(world: World, image: dict[str, Any]) -> str:
+    version = next_marketplace_version(world, image)
+    emulator_admin(
+        world,
+        "POST",
+        "/_emulator/marketplace/versions",
+        {
+            "publisher": image["publisher"],
+            "offer": image["offer"],
+            "sku": image["sku"],
+            "version": version,
+        },
     )
     return f"{image['publisher']}/{image['offer']}/{image['sku']} {version}"
 
