@@ -9,6 +9,7 @@ a durable timer with exponential back-off; a permanent one fails at once.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -49,6 +50,21 @@ def now(context: Any) -> datetime:
     if current.tzinfo is None:
         current = current.replace(tzinfo=UTC)
     return current
+
+
+def event_payload(value: Any) -> dict[str, Any]:
+    """An external event's data as a dict.
+
+    The durable SDK's ``raise_event`` encodes its data twice (azure-functions-durable-python
+    #295), so the orchestrator receives a JSON *string*; a plain HTTP raise delivers an object.
+    Accept both; anything else is an empty payload.
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return {}
+    return value if isinstance(value, dict) else {}
 
 
 def failure_text(error: BaseException) -> str:

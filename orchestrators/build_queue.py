@@ -14,7 +14,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from orchestrators._flow import Flow, now
+from orchestrators._flow import Flow, event_payload, now
 from shared import names
 
 bp = df.Blueprint()
@@ -57,7 +57,7 @@ def image_build_queue(context: df.DurableOrchestrationContext) -> Flow:
     if not pending:
         show(None)
         request = yield context.wait_for_external_event(names.EVT_BUILD_REQUESTED)
-        accept(request or {})
+        accept(event_payload(request))
     if not pending:
         context.continue_as_new({"image": image, "seen": seen, "pending": [], "history": history})
         return None
@@ -78,7 +78,7 @@ def image_build_queue(context: df.DurableOrchestrationContext) -> Flow:
         winner = yield context.task_any([build, arrival])
         if winner == build:
             break
-        accept(arrival.result or {})
+        accept(event_payload(arrival.result))
         show({"key": key, "build_id": build_id})
     entry: dict[str, Any] = {"key": key, "build_id": build_id, "at": now(context).isoformat()}
     result = build.result
