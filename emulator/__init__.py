@@ -37,6 +37,7 @@ MODULES = [
     "emulator.gallery",
     "emulator.avd",
     "emulator.users",
+    "emulator.eventgrid_topic",
 ]
 
 

@@ -9,6 +9,7 @@ differently seeded) emulators; everything started is stopped at the end of the t
 
 from __future__ import annotations
 
+import copy
 import json
 import ssl
 import time
@@ -126,6 +127,36 @@ class EmulatorEnv:
         self._clients.append(c)
         return c
 
+    def create_vm(
+        self,
+        name: str,
+        *,
+        rg: str = "rg",
+        location: str = "westeurope",
+        image: dict[str, Any] | None = None,
+        trusted_launch: bool = True,
+        tags: dict[str, str] | None = None,
+        client: Any = None,
+    ) -> Any:
+        """Create a VM through the real SDK (NIC from a network interface configuration)."""
+        c = client or self.compute_client()
+        body = vm_body(location, image=image, trusted_launch=trusted_launch, tags=tags)
+        return c.virtual_machines.begin_create_or_update(rg, name, body).result()
+
+    def run_script(
+        self, vm: str, lines: list[str], *, rg: str = "rg", client: Any = None
+    ) -> tuple[str, str]:
+        """The runCommand action; returns (stdout, stderr)."""
+        c = client or self.compute_client()
+        result = c.virtual_machines.begin_run_command(
+            rg, vm, {"commandId": "RunPowerShellScript", "script": lines}
+        ).result()
+        by_code = {v.code: v.message or "" for v in result.value}
+        return (
+            by_code.get("ComponentStatus/StdOut/succeeded", ""),
+            by_code.get("ComponentStatus/StdErr/succeeded", ""),
+        )
+
     def load(self, scenario: Scenario | dict[str, Any] | str | Path) -> Scenario:
         return self.emu.load_scenario(scenario)
 
@@ -162,12 +193,19 @@ class EmulatorEnv:
         return status, parsed
 
     def wait_idle(self, timeout: float = 10.0) -> None:
-        """Wait (real time) until no event delivery is pending."""
+        """Wait (real time) until the emulator has nothing in flight and nothing due now:
+        no request or event delivery busy, no scheduled work at or before the clock's now."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.emu.events.pending() == 0 and self.emu.participant.busy_count == 0:
+            due = self.emu.next_due()
+            if (
+                self.emu.events.pending() == 0
+                and self.emu.participant.busy_count == 0
+                and (due is None or due > self.clock.now())
+            ):
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
+        raise AssertionError("the emulator did not become idle")
 
     def close(self) -> None:
         for c in self._clients:
@@ -176,6 +214,56 @@ class EmulatorEnv:
 
 
 EmulatorFactory = Callable[..., EmulatorEnv]
+
+WIN11_25H2 = {
+    "publisher": "MicrosoftWindowsDesktop",
+    "offer": "windows-11",
+    "sku": "win11-25h2-avd",
+    "version": "latest",
+}
+SYSPREP = r"C:\Windows\System32\Sysprep\sysprep.exe /generalize /oobe /shutdown /quiet /mode:vm"
+
+
+def vm_body(
+    location: str = "westeurope",
+    *,
+    image: dict[str, Any] | None = None,
+    trusted_launch: bool = True,
+    tags: dict[str, str] | None = None,
+    nic_delete: str = "Delete",
+    disk_delete: str = "Delete",
+) -> dict[str, Any]:
+    """A VM create body as an image pipeline would send it."""
+    return {
+        "location": location,
+        "tags": tags or {},
+        "properties": {
+            "hardwareProfile": {"vmSize": "Standard_D4s_v5"},
+            "storageProfile": {
+                "imageReference": image or WIN11_25H2,
+                "osDisk": {"createOption": "FromImage", "deleteOption": disk_delete},
+            },
+            "osProfile": {
+                "computerName": "build",
+                "adminUsername": "builder",
+                "adminPassword": "Not-a-real-secret-1",
+            },
+            "securityProfile": {"securityType": "TrustedLaunch" if trusted_launch else "Standard"},
+            "networkProfile": {
+                "networkApiVersion": "2020-11-01",
+                "networkInterfaceConfigurations": [
+                    {
+                        "name": "nic",
+                        "properties": {
+                            "primary": True,
+                            "deleteOption": nic_delete,
+                            "ipConfigurations": [{"name": "ipconfig1", "properties": {}}],
+                        },
+                    }
+                ],
+            },
+        },
+    }
 
 
 @pytest.fixture
@@ -218,3 +306,20 @@ def examples_dir() -> Path:
     if not EXAMPLES.is_dir():
         pytest.skip(f"Azure REST examples not found at {EXAMPLES} (../shared/azure-rest-examples)")
     return EXAMPLES
+
+
+@pytest.fixture
+def make_vm_body() -> Callable[..., dict[str, Any]]:
+    """The ``vm_body(location, image=..., trusted_launch=..., tags=..., ...)`` builder."""
+    return vm_body
+
+
+@pytest.fixture
+def sysprep_line() -> str:
+    return SYSPREP
+
+
+@pytest.fixture
+def small_scenario() -> dict[str, Any]:
+    """A fresh copy of the small test scenario (to tweak before starting an emulator)."""
+    return copy.deepcopy(SMALL_SCENARIO)
