@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shared.errors import InputError
 
@@ -46,7 +46,6 @@ class Settings:
     eventgrid_local: bool = False
     sysprep_signal_url: str | None = None
     poll_interval_seconds: int = 15
-    extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def uses_emulator(self) -> bool:
