@@ -11,13 +11,13 @@ pipeline (:func:`arm_nic_request`), so no ``azure-mgmt-network`` dependency is n
 
 from __future__ import annotations
 
-import dataclasses
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Final
 
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.pipeline import PipelineResponse
 from azure.core.rest import HttpRequest, HttpResponse
 from azure.mgmt.compute import ComputeManagementClient, models
 from azure.mgmt.core.exceptions import ARMErrorFormat
@@ -36,6 +36,8 @@ from shared.azure.models import (
     VmState,
     resource_id,
 )
+from shared.domain.naming import build_id_from_resource_name, build_token
+from shared.domain.resources import TAG_BUILD_ID, tag_value
 from shared.errors import InputError, PermanentError
 from shared.settings import Settings
 
@@ -46,7 +48,6 @@ NIC_TYPE: Final = "Microsoft.Network/networkInterfaces"
 NETWORK_API_VERSION: Final = "2024-05-01"
 # The API version the VM uses to create its NIC from networkInterfaceConfigurations.
 VM_NETWORK_API_VERSION: Final = "2022-11-01"
-BUILD_ID_TAG: Final = "imagefactory:build-id"
 
 RUN_STATES: Final = frozenset({"Pending", "Running", "Succeeded", "Failed", "TimedOut", "Canceled"})
 
@@ -60,33 +61,10 @@ def text_of(value: object) -> str | None:
     return str(value)
 
 
-class _HashableMap(Mapping[str, str]):
-    """A read-only mapping that hashes by content (see :func:`client_for`)."""
-
-    def __init__(self, items: Mapping[str, str]) -> None:
-        self._items = dict(items)
-
-    def __getitem__(self, key: str) -> str:
-        return self._items[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __hash__(self) -> int:
-        return hash(tuple(sorted(self._items.items())))
-
-
 def client_for(settings: Settings, subscription_id: str | None = None) -> ComputeManagementClient:
     """The cached compute client for these settings (and another subscription, if given)."""
     if subscription_id and subscription_id.lower() == settings.subscription_id.lower():
         subscription_id = None
-    if not isinstance(settings.extra, _HashableMap):
-        # Settings.extra defaults to a dict, which makes Settings unhashable and the
-        # lru_cache in compute_client() raise TypeError; hand it a hashable equal copy.
-        settings = dataclasses.replace(settings, extra=_HashableMap(settings.extra))
     return compute_client(settings, subscription_id)
 
 
@@ -125,6 +103,7 @@ def _vm_body(spec: VmSpec) -> dict[str, Any]:
             "networkInterfaceConfigurations": [
                 {
                     "name": spec.nic_name,
+                    "tags": dict(spec.nic_tags or spec.tags),
                     "properties": {
                         "primary": True,
                         "deleteOption": "Delete",
@@ -145,6 +124,9 @@ def _vm_body(spec: VmSpec) -> dict[str, Any]:
         os_disk["createOption"] = "Attach"
         os_disk["managedDisk"] = {"id": source.os_disk_id}
         os_disk.pop("name")  # an attached disk keeps its own name
+        # Kept when the VM is deleted: a VM whose provisioning failed is deleted and created
+        # again on the same disk; the disk is tagged and the clean-up deletes it.
+        os_disk["deleteOption"] = "Detach"
     else:
         os_disk["createOption"] = "FromImage"
         if isinstance(source, MarketplaceSource):
@@ -198,7 +180,12 @@ def get_vm(settings: Settings, vm: str) -> VmState:
         return VmState(id=str(arm), exists=False)
     props = found.properties
     if props is None:
-        return VmState(id=found.id or str(arm), exists=True, tags=dict(found.tags or {}))
+        return VmState(
+            id=found.id or str(arm),
+            exists=True,
+            tags=dict(found.tags or {}),
+            location=found.location,
+        )
     statuses = list((props.instance_view.statuses if props.instance_view else None) or [])
     power = next(
         (s.code for s in statuses if s.code and s.code.lower().startswith("powerstate/")), None
@@ -215,6 +202,8 @@ def get_vm(settings: Settings, vm: str) -> VmState:
         os_disk_id=disk_id,
         error=_vm_error(statuses),
         tags=dict(found.tags or {}),
+        location=found.location,
+        generalized=any((s.code or "").lower() == "osstate/generalized" for s in statuses),
     )
 
 
@@ -328,8 +317,12 @@ def begin_create_snapshot(
     source_disk_id: str,
     tags: Mapping[str, str],
 ) -> str:
-    """Start a full snapshot of a managed disk. Returns the snapshot id."""
-    _arm(source_disk_id, DISK_TYPE, "source_disk_id")
+    """Start a full snapshot of a managed disk (or a copy of a snapshot). Returns its id."""
+    source = ArmId.parse(source_disk_id, "source_disk_id")
+    if not (source.is_type(DISK_TYPE) or source.is_type(SNAPSHOT_TYPE)):
+        raise InputError.single(
+            "source_disk_id", f"expected a managed disk or snapshot id, got a {source.type} id"
+        )
     body = {
         "location": location,
         "tags": dict(tags),
@@ -472,7 +465,7 @@ DELETABLE_TYPES: Final = (VM_TYPE, DISK_TYPE, SNAPSHOT_TYPE, NIC_TYPE)
 
 
 def begin_delete_resource(settings: Settings, resource: str) -> bool:
-    """Start deleting a build VM, disk, snapshot or NIC. False when it was already absent."""
+    """Start deleting a build VM, disk, snapshot or NIC; False when it was already absent."""
     arm = ArmId.parse(resource, "resource_id")
     if not any(arm.is_type(t) for t in DELETABLE_TYPES):
         raise InputError.single(
@@ -481,27 +474,40 @@ def begin_delete_resource(settings: Settings, resource: str) -> bool:
         )
     client = client_for(settings, arm.subscription_id)
 
+    statuses: list[int] = []
+
+    def record(response: PipelineResponse[Any, Any]) -> None:
+        statuses.append(response.http_response.status_code)
+
     def send() -> bool:
         if arm.is_type(NIC_TYPE):
-            arm_nic_request(settings, "DELETE", str(arm), arm.subscription_id)
+            answer = arm_nic_request(settings, "DELETE", str(arm), arm.subscription_id)
+            statuses.append(answer.status_code)
         elif arm.is_type(VM_TYPE):
-            client.virtual_machines.begin_delete(arm.resource_group, arm.name, polling=False)
+            client.virtual_machines.begin_delete(
+                arm.resource_group, arm.name, polling=False, raw_response_hook=record
+            )
         elif arm.is_type(DISK_TYPE):
-            client.disks.begin_delete(arm.resource_group, arm.name, polling=False)
+            client.disks.begin_delete(
+                arm.resource_group, arm.name, polling=False, raw_response_hook=record
+            )
         else:
-            client.snapshots.begin_delete(arm.resource_group, arm.name, polling=False)
+            client.snapshots.begin_delete(
+                arm.resource_group, arm.name, polling=False, raw_response_hook=record
+            )
         return True
 
-    return absent_as_none(f"delete {arm.type} {arm.name}", send) is not None
+    if absent_as_none(f"delete {arm.type} {arm.name}", send) is None:
+        return False
+    # ARM answers 204 No Content to a DELETE of something that is not there.
+    return not statuses or statuses[-1] != 204
 
 
-def list_tagged(
-    settings: Settings, resource_group: str, tag: str, value: str | None = None
-) -> list[TaggedResource]:
-    """VMs, disks, snapshots and NICs in a resource group carrying ``tag`` (= ``value``)."""
+def list_group_resources(settings: Settings, resource_group: str) -> list[TaggedResource]:
+    """Every VM, managed disk, snapshot and NIC in a resource group, with its tags."""
     client = client_for(settings)
     found: list[TaggedResource] = []
-    with azure_call(f"list build resources in {resource_group}"):
+    with azure_call(f"list resources in {resource_group}"):
         for vm in client.virtual_machines.list(resource_group):
             found.append(TaggedResource(str(vm.id), VM_TYPE, dict(vm.tags or {})))
         for disk in client.disks.list_by_resource_group(resource_group):
@@ -509,24 +515,42 @@ def list_tagged(
         for snap in client.snapshots.list_by_resource_group(resource_group):
             found.append(TaggedResource(str(snap.id), SNAPSHOT_TYPE, dict(snap.tags or {})))
     found.extend(list_nics(settings, resource_group))
-    lowered = tag.lower()
+    return found
 
-    def matches(tags: Mapping[str, str]) -> bool:
-        for key, tag_value in tags.items():
-            if key.lower() == lowered and (value is None or tag_value == value):
-                return True
-        return False
 
-    return [r for r in found if matches(r.tags)]
+def _build_of(resource: TaggedResource) -> str | None:
+    """The build a resource belongs to: its build-id tag, else the token in its name.
+
+    The name fallback finds what Azure creates untagged on a build's behalf (a VM's OS disk
+    created from an image carries no tags in Azure) by the deterministic name the build gave it.
+    """
+    tagged = tag_value(resource.tags, TAG_BUILD_ID)
+    if tagged:
+        return tagged
+    return build_id_from_resource_name(resource.id.rsplit("/", 1)[-1])
+
+
+def build_resources(settings: Settings, resource_group: str, build_id: str) -> list[TaggedResource]:
+    """The VMs, disks, snapshots and NICs of one build (by tag, or by their generated name)."""
+    token = build_token(build_id)
+    return [
+        r
+        for r in list_group_resources(settings, resource_group)
+        if (tag_value(r.tags, TAG_BUILD_ID) == build_id)
+        or (
+            tag_value(r.tags, TAG_BUILD_ID) is None
+            and build_id_from_resource_name(r.id.rsplit("/", 1)[-1]) == token
+        )
+    ]
 
 
 def build_ids_with_resources(settings: Settings, resource_group: str) -> set[str]:
-    """Every build id that still has a tagged VM, disk, snapshot or NIC in the group."""
+    """Every build id (or, for an untagged leftover, build name token) with resources left."""
     ids: set[str] = set()
-    for resource in list_tagged(settings, resource_group, BUILD_ID_TAG):
-        for key, value in resource.tags.items():
-            if key.lower() == BUILD_ID_TAG and value:
-                ids.add(value)
+    for resource in list_group_resources(settings, resource_group):
+        found = _build_of(resource)
+        if found:
+            ids.add(found)
     return ids
 
 

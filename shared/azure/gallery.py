@@ -27,6 +27,7 @@ from shared.azure.models import (
     RegionReplication,
     resource_id,
 )
+from shared.domain.resources import TAG_BASE_IMAGE_VERSION, tag_value
 from shared.errors import InputError
 from shared.settings import Settings
 
@@ -329,12 +330,11 @@ def base_versions_built(
     resource_group: str,
     gallery: str,
     image: str,
-    base_tag: str = "imagefactory:base-version",
 ) -> list[str]:
     """The base (marketplace) versions recorded on an image definition's gallery versions."""
     found: list[str] = []
     for version in list_image_versions(settings, resource_group, gallery, image):
-        for key, value in version.tags.items():
-            if key.lower() == base_tag.lower() and value:
-                found.append(value)
+        base = tag_value(version.tags, TAG_BASE_IMAGE_VERSION)
+        if base:
+            found.append(base)
     return found

@@ -117,6 +117,8 @@ class VmState(_AsDict):
     os_disk_id: str | None = None
     error: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    location: str | None = None
+    generalized: bool = False
 
 
 @dataclass(frozen=True)
@@ -231,6 +233,7 @@ class VmSpec:
     os_disk_name: str
     source: VmSource
     tags: Mapping[str, str]
+    nic_tags: Mapping[str, str] = field(default_factory=dict)
     admin_username: str = "factoryadmin"
     admin_password: str = field(default="", repr=False)
     os_type: str = "Windows"
