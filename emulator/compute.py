@@ -451,7 +451,7 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
                 emu,
                 nic_id,
                 location,
-                tags,
+                {},  # Azure does not copy a VM's tags to the NICs and disks it creates
                 ipcfgs,
                 vm_id=vm_id,
                 accel=bool(cprops.get("enableAcceleratedNetworking", False)),
@@ -529,7 +529,7 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
             emu,
             plan.disk_id,
             location,
-            dict(tags),
+            {},
             creation=source.creation_data,
             os_type=source.os_type,
             hyper_v=source.hyper_v,
