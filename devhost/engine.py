@@ -43,7 +43,7 @@ from typing import Any
 from devhost import history as h
 from devhost.clock import BaseClock, Participant
 from devhost.functions import ACTIVITY, ORCHESTRATION, FunctionIndex, FunctionInfo
-from devhost.invoke import AsyncRunner, run_activity, run_orchestrator
+from devhost.invoke import ActivityOutcome, AsyncRunner, run_activity, run_orchestrator
 from devhost.store import (
     ACTIVE_STATUSES,
     COMPLETED,
@@ -158,6 +158,13 @@ def _loads(text: str | None) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what} must be JSON-serializable: {exc}") from None
 
 
 def _flatten(actions: Any) -> list[dict[str, Any]]:
@@ -320,6 +327,7 @@ class Engine:
         self._wake = threading.Event()
         self._sleeping = False
         self._stopping = False
+        self._closed = False
         self._started = False
         self._dispatcher: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -372,10 +380,13 @@ class Engine:
             self._dispatcher.join(timeout=None if wait else 5.0)
         if self._pool is not None:
             self._pool.shutdown(wait=wait, cancel_futures=True)
+        with self._lock:
+            # From here on nothing touches the store (its owner may close it next); an
+            # activity still finishing is re-run on the next start (at least once).
+            self._closed = True
+            self._changed.notify_all()
         self._runner.close()
         self.participant.close()
-        with self._lock:
-            self._changed.notify_all()
 
     # -- the public API -------------------------------------------------------------------------
     def start_new(
@@ -392,7 +403,7 @@ class Engine:
             raise ValueError("instance_id must not be empty")
         instance_id = instance_id or uuid.uuid4().hex
         if input_json is None and input is not None:
-            input_json = json.dumps(input)
+            input_json = _dumps(input, "input")
         with self._lock:
             existing = self.store.get_instance(instance_id)
             if existing is not None and existing.status in ACTIVE_STATUSES:
@@ -461,7 +472,7 @@ class Engine:
         """Deliver an external event (kept until the orchestrator waits for that name)."""
         if not isinstance(event_name, str) or not event_name.strip():
             raise ValueError("event_name must be a non-empty string")
-        payload = json.dumps({"Name": event_name, "Input": json.dumps(data)})
+        payload = json.dumps({"Name": event_name, "Input": _dumps(data, "event data")})
         self._send_to_instance(instance_id, MSG_EVENT, payload)
 
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
@@ -1558,19 +1569,19 @@ class Engine:
                 return
             try:
                 info = self._lookup(work.name, ACTIVITY)
-            except LookupError as exc:
-                from devhost.invoke import ActivityOutcome
-
-                outcome = ActivityOutcome(ok=False, reason=str(exc))
+            except LookupError:
+                outcome = ActivityOutcome(ok=False, reason=self._missing(work.name, ACTIVITY))
             else:
                 outcome = run_activity(info, work.input, self._runner, self.directory)
             self._complete_activity(work, outcome)
         except Exception:
+            # The store refused the completion: the work item stays stored and runs again on
+            # the next start; this run counts as finished so the engine is not held busy.
             log.exception("engine %s: activity %s could not be completed", self.name, work.name)
             with self._lock:
                 self._done_work()
 
-    def _complete_activity(self, work: ActivityWork, outcome: Any) -> None:
+    def _complete_activity(self, work: ActivityWork, outcome: ActivityOutcome) -> None:
         now = self.clock.now()
         if outcome.ok:
             kind = MSG_TASK_COMPLETED
@@ -1586,7 +1597,7 @@ class Engine:
             work.instance_id, kind, json.dumps(payload), execution_id=work.execution_id, at=now
         )
         with self._lock:
-            if self._stopping:
+            if self._closed:
                 return
             self.store.commit(Commit(delete_activities=[work.work_id], add_messages=[message]))
             self.activity_calls += 1
