@@ -129,6 +129,10 @@ class _Route:
     handler: Handler
 
 
+_ARM_NAME_RULE = (
+    'The name cannot contain <, >, *, %, &, :, \\, ?, +, /, #, |, " or control characters, '
+    "cannot end with '.' and can be up to 260 characters long."
+)
 _WWW_AUTH = (
     'Bearer authorization_uri="https://login.microsoftonline.com/common", error="invalid_token"'
 )
@@ -830,7 +834,13 @@ class Emulator:
                 op = route.op
         if method in ("PUT", "PATCH"):
             last = [s for s in path.split("/") if s][-1]
-            check_name(urllib.parse.unquote(last), kind=resource_type_of(path) or "resource")
+            # ARM-level rule only; modules apply their resource type's own naming rules.
+            check_name(
+                urllib.parse.unquote(last),
+                kind=resource_type_of(path) or "resource",
+                max_length=260,
+                rule=_ARM_NAME_RULE,
+            )
         body = self._parse_body(raw, headers, lenient=False)
         req = Request(
             method,

@@ -81,15 +81,12 @@ def _s(seconds: float, jitter: float = 0.2) -> LatencySpec:
 DEFAULTS: dict[str, LatencySpec] = {
     # Virtual machines (Compute RP): a Windows VM create is a few minutes end to end.
     "vm.create": _s(180),
-    "vm.boot": _s(60),
     "vm.start": _s(60),
     "vm.deallocate": _s(90),
     "vm.power_off": _s(30),
     "vm.restart": _s(90),
-    "vm.generalize": _s(15),
     "vm.delete": _s(60),
     "vm.update": _s(20),
-    "nic.create": _s(3),
     "nic.delete": _s(10),
     "disk.create": _s(20),
     "disk.copy": _s(60),
@@ -100,7 +97,7 @@ DEFAULTS: dict[str, LatencySpec] = {
     "runcommand.dispatch": _s(30),
     "runcommand.delete": _s(10),
     # Guest commands (simulated Windows guest).
-    "guest.command": _s(2),
+    "guest.command": _s(2),  # Start-Sleep and no-ops use their own durations
     "guest.write_output": _s(0.1, 0),
     "guest.query": _s(1),
     "guest.registry": _s(1),
@@ -112,8 +109,6 @@ DEFAULTS: dict[str, LatencySpec] = {
     "guest.stop": _s(30),
     "guest.sysprep": _s(600),
     "guest.http_post": _s(1),
-    # Marketplace.
-    "marketplace.read": _s(0, 0),
     # Compute Gallery (used by emulator/gallery.py).
     "gallery.create": _s(20),
     "gallery.delete": _s(20),
@@ -124,15 +119,8 @@ DEFAULTS: dict[str, LatencySpec] = {
     "gallery.version.delete": _s(300),
     "gallery.replication.per_region": _s(2400, 0.3),
     # Azure Virtual Desktop (used by emulator/avd.py and emulator/users.py).
-    "avd.hostpool.write": _s(2),
     "avd.host.register": _s(300),
-    "avd.host.update": _s(1200),
-    "avd.host.delete": _s(5),
     "avd.session.logoff": _s(10),
-    # Event Grid delivery delay after the operation completes.
-    "eventgrid.delivery": _s(1, 0.5),
-    # Image build in VM Image Builder (reference figure: 40+ min for a simple Windows build).
-    "imagebuilder.build": _s(2700),
 }
 
 FALLBACK = _s(5)
