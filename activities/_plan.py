@@ -8,21 +8,22 @@ unchanged and validates it with :class:`BuildPlan` (a bad field becomes an Input
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared import names
 from shared.app_catalogue import app_catalogue
 from shared.azure import compute, gallery
 from shared.azure.models import resource_id
 from shared.domain.catalogue import CatalogueImage, catalogue_hash
+from shared.domain.events import sysprep_finished_event
+from shared.domain.manifest import MAX_MANIFEST_PARTS, BuildManifest, manifest_tags
 from shared.domain.naming import BuildResourceNames, build_resource_names, display_name
 from shared.domain.resources import (
     MAX_TAG_VALUE,
+    MAX_TAGS,
     TAG_BASE_IMAGE,
     TAG_BASE_IMAGE_VERSION,
     TAG_BUILD_ID,
@@ -31,7 +32,6 @@ from shared.domain.resources import (
     TAG_DISPLAY_NAME,
     TAG_IMAGE,
     TAG_LAST_ALLOCATED,
-    TAG_MANIFEST_HASH,
     TAG_OS,
     TAG_OWNER,
     TAG_STATE,
@@ -41,7 +41,7 @@ from shared.domain.resources import (
 )
 from shared.domain.steps import health_check_script, pre_capture_script, sysprep_script
 from shared.domain.versions import ImageVersion, VersionState, next_version
-from shared.errors import ConflictError, InputError, NotFoundError, PermanentError
+from shared.errors import ConflictError, FieldError, InputError, NotFoundError, PermanentError
 from shared.settings import Settings
 
 CaptureMode = Literal["temporary-vm", "source-vm-clone"]
@@ -258,7 +258,11 @@ def version_tags(
     base_version = plan.base_version or plan.source.version
     if base_version:
         tags[TAG_BASE_IMAGE_VERSION] = base_version
-    tags.update(manifest_tags(manifest))
+    parsed = _manifest(manifest, plan, build_id, version)
+    free = MAX_TAGS - len(tags) - 2
+    if free < 1:
+        raise PermanentError(f"no tags left for the build manifest ({len(tags)} standard tags)")
+    tags.update(manifest_tags(parsed, max_parts=min(free, MAX_MANIFEST_PARTS)))
     check_tags(tags)
     return tags
 
@@ -270,10 +274,30 @@ def _shorten(value: str) -> str:
     return f"sha256:{digest}...{value[-(MAX_TAG_VALUE - 20) :]}"
 
 
-def manifest_tags(manifest: Mapping[str, Any]) -> dict[str, str]:
-    """The build manifest as tags (the gallery version model has no description field)."""
-    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"), default=str)
-    return {TAG_MANIFEST_HASH: hashlib.sha256(canonical.encode("utf-8")).hexdigest()}
+def _manifest(
+    manifest: Mapping[str, Any], plan: BuildPlan, build_id: str, version: str
+) -> BuildManifest:
+    """The orchestrator's manifest dict, validated and checked against this version."""
+    try:
+        parsed = BuildManifest.from_dict(manifest)
+    except InputError as error:
+        raise InputError(
+            [
+                FieldError(f"manifest.{e.path}" if e.path else "manifest", e.reason)
+                for e in error.errors
+            ],
+            "invalid build manifest",
+        ) from None
+    for field_name, expected, found in (
+        ("image", plan.image, parsed.image),
+        ("version", version, parsed.version),
+        ("build_id", build_id, parsed.build_id),
+    ):
+        if found != expected:
+            raise InputError.single(
+                f"manifest.{field_name}", f"is {found!r}, but this version's is {expected!r}"
+            )
+    return parsed
 
 
 # ---- resolving a plan -------------------------------------------------------------------
@@ -291,14 +315,7 @@ def _sysprep_signal(settings: Settings, build_id: str, vm_id: str, now: datetime
     """The sysprep script; with SYSPREP_SIGNAL_URL it posts ImageFactory.SysprepFinished."""
     if not settings.sysprep_signal_url:
         return list(sysprep_script())
-    event = {
-        "id": f"sysprep-{build_id}",
-        "eventType": names.EG_SYSPREP_FINISHED,
-        "subject": f"builds/{build_id}/sysprep",
-        "eventTime": now.astimezone(UTC).isoformat(timespec="seconds"),
-        "dataVersion": "1.0",
-        "data": {"build_id": build_id, "vm_id": vm_id},
-    }
+    event = sysprep_finished_event(build_id, vm_id, event_id=f"sysprep-{build_id}", event_time=now)
     return list(sysprep_script(settings.sysprep_signal_url, [event]))
 
 

@@ -518,30 +518,53 @@ def list_group_resources(settings: Settings, resource_group: str) -> list[Tagged
     return found
 
 
+_GENERATED_PREFIXES: Final = (
+    "vmclone-",
+    "vm-",
+    "nicclone-",
+    "nic-",
+    "osdiskclone-",
+    "osdisk-",
+    "snap-",
+    "clonedisk-",
+)
+_NIC_PREFIXES: Final = ("nicclone-", "nic-")
+
+
+def _generated_name(resource: TaggedResource) -> str:
+    """The name the build generated: a NIC made from a VM's NIC configuration may be named
+    ``<vm name>-<configuration name>``, so its generated part is the ``nic-...`` tail."""
+    name = resource.id.rsplit("/", 1)[-1].lower()
+    if resource.type.lower() == NIC_TYPE.lower():
+        for prefix in _NIC_PREFIXES:
+            at = name.rfind("-" + prefix)
+            if at >= 0:
+                return name[at + 1 :]
+    return name
+
+
 def _build_of(resource: TaggedResource) -> str | None:
     """The build a resource belongs to: its build-id tag, else the token in its name.
 
-    The name fallback finds what Azure creates untagged on a build's behalf (a VM's OS disk
-    created from an image carries no tags in Azure) by the deterministic name the build gave it.
+    The name fallback finds what Azure creates untagged on a build's behalf (Azure does not copy
+    a VM's tags to the OS disk it creates) by the deterministic name the build gave it.
     """
     tagged = tag_value(resource.tags, TAG_BUILD_ID)
     if tagged:
         return tagged
-    return build_id_from_resource_name(resource.id.rsplit("/", 1)[-1])
+    return build_id_from_resource_name(_generated_name(resource))
 
 
 def build_resources(settings: Settings, resource_group: str, build_id: str) -> list[TaggedResource]:
     """The VMs, disks, snapshots and NICs of one build (by tag, or by their generated name)."""
     token = build_token(build_id)
-    return [
-        r
-        for r in list_group_resources(settings, resource_group)
-        if (tag_value(r.tags, TAG_BUILD_ID) == build_id)
-        or (
-            tag_value(r.tags, TAG_BUILD_ID) is None
-            and build_id_from_resource_name(r.id.rsplit("/", 1)[-1]) == token
-        )
-    ]
+    generated = {prefix + token for prefix in _GENERATED_PREFIXES}
+    found: list[TaggedResource] = []
+    for resource in list_group_resources(settings, resource_group):
+        tagged = tag_value(resource.tags, TAG_BUILD_ID)
+        if tagged == build_id or (tagged is None and _generated_name(resource) in generated):
+            found.append(resource)
+    return found
 
 
 def build_ids_with_resources(settings: Settings, resource_group: str) -> set[str]:

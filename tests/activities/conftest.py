@@ -18,6 +18,7 @@ import pytest
 
 from activities import build
 from shared.azure.clients import avd_client, compute_client
+from shared.domain.naming import build_resource_names
 from tests.emulator import conftest as emulator_fixtures
 from tests.emulator.conftest import EmulatorEnv
 
@@ -74,9 +75,9 @@ def app_env(emulator_env: EmulatorEnv, monkeypatch: pytest.MonkeyPatch) -> Itera
 
 def plan_for(subscription: str, build_id: str = "b-0001", **overrides: Any) -> dict[str, Any]:
     """A plan dict shaped like resolve_build_plan's answer (marketplace Windows 11 base)."""
-    short = build_id.replace("-", "")[-8:]
+    image = str(overrides.pop("image", "win11-office"))
     plan: dict[str, Any] = {
-        "image": "win11-office",
+        "image": image,
         "build_id": build_id,
         "os": "Win11",
         "workload": "Office",
@@ -121,15 +122,7 @@ def plan_for(subscription: str, build_id: str = "b-0001", **overrides: Any) -> d
         ],
         "timeout_minutes": 240,
         "min_free_disk_gb": 20,
-        "names": {
-            "vm": f"vm-if-{short}",
-            "nic": f"nic-if-{short}",
-            "os_disk": f"osdisk-if-{short}",
-            "snapshot": f"snap-if-{short}",
-            "clone_disk": f"clonedisk-if-{short}",
-            "clone_vm": f"vmc-if-{short}",
-            "computer_name": f"if{short}"[:15],
-        },
+        "names": build_resource_names(image, build_id).to_dict(),
         "tags": {"imagefactory:owner": "team-euc"},
         "naming": {"os": "Win11", "workload": "Office"},
         "base_version": WIN11_LATEST,

@@ -33,12 +33,12 @@ def _running(state: dict[str, Any]) -> bool:
 def test_create_build_vm_then_it_runs_with_standard_security(app_env: EmulatorEnv) -> None:
     vm_id = _create(app_env)
     assert vm_id.endswith(
-        f"/resourceGroups/{FACTORY_RG}/providers/Microsoft.Compute/virtualMachines/vm-if-b0001"
+        f"/resourceGroups/{FACTORY_RG}/providers/Microsoft.Compute/virtualMachines/vm-b-0001"
     )
     state = wait_for(lambda: _state(vm_id), _running)
     assert state["exists"] is True
     assert state["security_type"] == "Standard"
-    assert state["os_disk_id"].endswith("/disks/osdisk-if-b0001")
+    assert state["os_disk_id"].endswith("/disks/osdisk-b-0001")
     assert state["error"] is None
     doc = app_env.emu.store.get(vm_id)
     assert doc is not None

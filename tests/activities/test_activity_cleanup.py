@@ -1,0 +1,226 @@
+"""Disk copies, the attach path, listing a build's resources and deleting them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import emulator
+from shared import names
+from shared.errors import InputError, TemporaryError
+from tests.activities.conftest import FACTORY_RG, activity, plan_for, point_app_at, wait_for
+from tests.emulator.conftest import EmulatorEnv, EmulatorFactory
+
+BUILD = "win11-dev-0badcafe"
+
+
+def _ready(resource_id: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: activity(names.ACT_GET_RESOURCE_STATE)({"resource_id": resource_id}),
+        lambda s: s["exists"] and s["provisioning_state"] == "Succeeded",
+    )
+
+
+def _gone(resource_id: str) -> dict[str, Any]:
+    return wait_for(
+        lambda: activity(names.ACT_GET_RESOURCE_STATE)({"resource_id": resource_id}),
+        lambda s: not s["exists"],
+    )
+
+
+def _running_vm(plan: dict[str, Any], **extra: Any) -> str:
+    vm_id = str(
+        activity(names.ACT_CREATE_BUILD_VM)({"plan": plan, "build_id": BUILD, **extra})["vm_id"]
+    )
+    wait_for(
+        lambda: activity(names.ACT_GET_VM_STATE)({"vm_id": vm_id}),
+        lambda s: (
+            s["provisioning_state"] == "Succeeded" and s["power_state"] == "PowerState/running"
+        ),
+    )
+    return vm_id
+
+
+def test_clone_path_snapshot_disk_and_capture_vm(app_env: EmulatorEnv) -> None:
+    plan = plan_for(app_env.subscription, BUILD)
+    source_vm = _running_vm(plan)
+    os_disk = activity(names.ACT_GET_VM_STATE)({"vm_id": source_vm})["os_disk_id"]
+    snap_args = {
+        "plan": plan,
+        "build_id": BUILD,
+        "source_disk_id": os_disk,
+        "name": plan["names"]["snapshot"],
+    }
+    snap = activity(names.ACT_CREATE_SNAPSHOT)(snap_args)["snapshot_id"]
+    assert activity(names.ACT_CREATE_SNAPSHOT)(snap_args)["snapshot_id"] == snap  # create-or-get
+    _ready(snap)
+    disk_args = {
+        "plan": plan,
+        "build_id": BUILD,
+        "snapshot_id": snap,
+        "name": plan["names"]["clone_disk"],
+    }
+    disk = activity(names.ACT_CREATE_DISK_FROM_SNAPSHOT)(disk_args)["disk_id"]
+    assert activity(names.ACT_CREATE_DISK_FROM_SNAPSHOT)(disk_args)["disk_id"] == disk
+    _ready(disk)
+    capture_vm = _running_vm(plan, os_disk_id=disk)
+    assert capture_vm != source_vm
+    assert capture_vm.endswith("/virtualMachines/" + plan["names"]["clone_vm"])
+    state = activity(names.ACT_GET_VM_STATE)({"vm_id": capture_vm})
+    assert state["os_disk_id"].lower() == disk.lower()
+    doc = app_env.emu.store.get(capture_vm)
+    assert doc is not None
+    assert doc["tags"]["imagefactory:role"] == "capture-vm"
+    assert "osProfile" not in doc["properties"]
+    # The attached disk stays when the VM goes (a failed VM is recreated on the same disk).
+    assert doc["properties"]["storageProfile"]["osDisk"]["deleteOption"] == "Detach"
+    snap_doc = app_env.emu.store.get(snap)
+    assert snap_doc is not None
+    assert snap_doc["tags"]["imagefactory:build-id"] == BUILD
+    assert snap_doc["tags"]["imagefactory:role"] == "snapshot"
+
+
+def test_bad_snapshot_source_names_the_field(app_env: EmulatorEnv) -> None:
+    plan = plan_for(app_env.subscription, BUILD)
+    with pytest.raises(InputError) as caught:
+        activity(names.ACT_CREATE_SNAPSHOT)(
+            {"plan": plan, "build_id": BUILD, "source_disk_id": "disk-1", "name": "s"}
+        )
+    assert caught.value.errors[0].path == "source_disk_id"
+    with pytest.raises(InputError) as missing:
+        activity(names.ACT_CREATE_DISK_FROM_SNAPSHOT)(
+            {"plan": plan, "build_id": BUILD, "name": "d"}
+        )
+    assert [e.path for e in missing.value.errors] == ["snapshot_id"]
+
+
+def test_list_and_delete_everything_of_one_build(app_env: EmulatorEnv) -> None:
+    plan = plan_for(app_env.subscription, BUILD)
+    vm_id = _running_vm(plan)
+    os_disk = activity(names.ACT_GET_VM_STATE)({"vm_id": vm_id})["os_disk_id"]
+    snap = activity(names.ACT_CREATE_SNAPSHOT)(
+        {
+            "plan": plan,
+            "build_id": BUILD,
+            "source_disk_id": os_disk,
+            "name": plan["names"]["snapshot"],
+        }
+    )["snapshot_id"]
+    _ready(snap)
+    # Another build's VM in the same group is not listed.
+    other = plan_for(app_env.subscription, "win11-dev-12345678")
+    activity(names.ACT_CREATE_BUILD_VM)({"plan": other, "build_id": "win11-dev-12345678"})
+
+    listed = activity(names.ACT_LIST_BUILD_RESOURCES)(
+        {"resource_group": FACTORY_RG, "build_id": BUILD}
+    )["resources"]
+    by_type = {}
+    for item in listed:
+        by_type.setdefault(item["type"], []).append(item["id"])
+    assert by_type["Microsoft.Compute/virtualMachines"] == [vm_id]
+    assert len(by_type["Microsoft.Network/networkInterfaces"]) == 1
+    assert [d.lower() for d in by_type["Microsoft.Compute/disks"]] == [os_disk.lower()]
+    assert by_type["Microsoft.Compute/snapshots"] == [snap]
+    assert all("12345678" not in item["id"] for item in listed)
+    # Without a resource group the plan's (or the factory's) group is used.
+    assert (
+        activity(names.ACT_LIST_BUILD_RESOURCES)({"plan": plan, "build_id": BUILD})["resources"]
+        == listed
+    )
+    assert (
+        activity(names.ACT_LIST_BUILD_RESOURCES)({"resource_group": None, "build_id": BUILD})[
+            "resources"
+        ]
+        == listed
+    )
+
+    # The clean-up order: VM (its NIC and OS disk go with it), then the rest.
+    assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": vm_id}) == {"deleted": True}
+    _gone(vm_id)
+    for nic in by_type["Microsoft.Network/networkInterfaces"]:
+        _gone(nic)
+    _gone(os_disk)
+    assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": snap}) == {"deleted": True}
+    _gone(snap)
+    # Deleting what is gone says so, and is not an error.
+    assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": vm_id}) == {"deleted": False}
+    assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": snap}) == {"deleted": False}
+    left = activity(names.ACT_LIST_BUILD_RESOURCES)(
+        {"resource_group": FACTORY_RG, "build_id": BUILD}
+    )
+    assert left == {"resources": []}
+
+
+def test_orphaned_nic_is_listed_and_deleted(app_env: EmulatorEnv) -> None:
+    nic_id = (
+        f"/subscriptions/{app_env.subscription}/resourceGroups/{FACTORY_RG}"
+        "/providers/Microsoft.Network/networkInterfaces/nic-win11-dev-0badcafe"
+    )
+    status, _, _ = app_env.http(
+        "PUT",
+        nic_id + "?api-version=2024-05-01",
+        {
+            "location": "westeurope",
+            "properties": {"ipConfigurations": [{"name": "ipconfig1", "properties": {}}]},
+        },
+    )
+    assert status in (200, 201)
+    # Untagged, but named by the build's naming scheme: still found.
+    listed = activity(names.ACT_LIST_BUILD_RESOURCES)({"build_id": BUILD})["resources"]
+    assert listed == [{"id": nic_id, "type": "Microsoft.Network/networkInterfaces"}]
+    assert activity(names.ACT_GET_RESOURCE_STATE)({"resource_id": nic_id})["exists"] is True
+    assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": nic_id}) == {"deleted": True}
+    _gone(nic_id)
+    assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": nic_id}) == {"deleted": False}
+
+
+def test_gallery_versions_cannot_be_deleted_here(app_env: EmulatorEnv) -> None:
+    version = (
+        f"/subscriptions/{app_env.subscription}/resourceGroups/rg/providers/"
+        "Microsoft.Compute/galleries/g/images/i/versions/1.0.0"
+    )
+    with pytest.raises(InputError) as caught:
+        activity(names.ACT_DELETE_RESOURCE)({"resource_id": version})
+    assert caught.value.errors[0].path == "resource_id"
+    with pytest.raises(InputError):
+        activity(names.ACT_DELETE_RESOURCE)({"resource_id": "not-an-id"})
+
+
+def test_throttled_delete_is_temporary(
+    emulator_factory: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = emulator_factory(retry_after="seconds")
+    point_app_at(env, monkeypatch)
+    disk = (
+        f"/subscriptions/{env.subscription}/resourceGroups/{FACTORY_RG}"
+        "/providers/Microsoft.Compute/disks/osdisk-x"
+    )
+    env.admin(
+        "POST",
+        "faults",
+        {"type": "http", "op": "Microsoft.Compute/disks/delete", "status": 429, "retry_after": 9},
+    )
+    with pytest.raises(TemporaryError) as caught:
+        activity(names.ACT_DELETE_RESOURCE)({"resource_id": disk})
+    assert caught.value.retry_after == 9
+
+
+def test_publish_event_activity(
+    emulator_factory: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = emulator_factory(modules=[*emulator.MODULES, "emulator.eventgrid_topic"])
+    topic = f"{env.url}/_emulator/eventgrid/topics/factory/api/events"
+    point_app_at(env, monkeypatch, EVENTGRID_TOPIC_ENDPOINT=topic)
+    out = activity(names.ACT_PUBLISH_EVENT)(
+        {
+            "event_type": names.EG_IMAGE_VERSION_STAGED,
+            "subject": "images/win11-office/versions/1.0.0",
+            "data": {"image": "win11-office", "version": "1.0.0"},
+        }
+    )
+    assert out == {"published": True}
+    assert len(env.emu.events.events(names.EG_IMAGE_VERSION_STAGED)) == 1
+    with pytest.raises(InputError) as caught:
+        activity(names.ACT_PUBLISH_EVENT)({"event_type": "", "subject": "s"})
+    assert caught.value.errors[0].path == "event_type"
