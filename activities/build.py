@@ -163,48 +163,62 @@ def _ready(kind: str, name: str, state: str | None) -> bool:
 def ensure_gallery_image(payload: Any) -> dict[str, Any]:
     """Create-or-get the gallery and the image definition; converges over retried calls.
 
-    Each call does at most one write: a missing gallery (or definition) is created and the call
-    raises TemporaryError ("being created") so the orchestrator's retry checks again later.
+    A missing gallery is created and, in the same call, its definition (ARM accepts the child
+    once the parent exists, even while the parent is still being created; a refusal then is
+    temporary). Until both are provisioned the call raises TemporaryError ("being created"), so
+    the orchestrator's retry checks again after a durable timer. Never a second PUT of either.
     """
     plan = parse(PlanInput, payload).plan
     settings = load_settings()
     g = plan.gallery
     found = gallery.get_gallery(settings, g.resource_group, g.name)
+    created: list[str] = []
     if not found.exists:
         gallery.begin_create_gallery(settings, g.resource_group, g.name, g.location, plan.tags)
-        raise TemporaryError(f"gallery {g.name} did not exist; its creation has started")
-    if not _ready("gallery", g.name, found.provisioning_state):
-        raise TemporaryError(f"gallery {g.name} is {found.provisioning_state}; not ready yet")
+        created.append(f"gallery {g.name}")
+    gallery_ready = found.exists and _ready("gallery", g.name, found.provisioning_state)
     definition = gallery.get_image_definition(
         settings, g.resource_group, g.name, g.image_definition
     )
     if not definition.exists:
-        gallery.begin_create_image_definition(
-            settings,
-            ImageDefinitionSpec(
-                resource_group=g.resource_group,
-                gallery=g.name,
-                name=g.image_definition,
-                location=g.location,
-                publisher=g.publisher,
-                offer=g.offer,
-                sku=g.sku,
-                os_type=g.os_type,
-                hyper_v_generation=g.hyper_v_generation,
-                security_type=g.security_type,
-                description=g.description,
-                tags={**plan.tags, TAG_IMAGE: plan.image},
-            ),
-        )
-        raise TemporaryError(
-            f"image definition {g.name}/{g.image_definition} did not exist; its creation started"
-        )
-    _check_definition(plan, definition.security_type, definition.hyper_v_generation)
+        try:
+            gallery.begin_create_image_definition(settings, _definition_spec(plan))
+        except (NotFoundError, ConflictError) as error:
+            if gallery_ready:
+                raise
+            raise TemporaryError(
+                f"gallery {g.name} is still being created; the image definition follows: {error}"
+            ) from error
+        created.append(f"image definition {g.name}/{g.image_definition}")
+    else:
+        _check_definition(plan, definition.security_type, definition.hyper_v_generation)
+    if created:
+        raise TemporaryError(f"creation started for {' and '.join(created)}; not ready yet")
+    if not gallery_ready:
+        raise TemporaryError(f"gallery {g.name} is {found.provisioning_state}; not ready yet")
     if not _ready("image definition", g.image_definition, definition.provisioning_state):
         raise TemporaryError(
             f"image definition {g.image_definition} is {definition.provisioning_state}; not ready"
         )
     return {"gallery_id": found.id, "image_definition_id": definition.id}
+
+
+def _definition_spec(plan: BuildPlan) -> ImageDefinitionSpec:
+    g = plan.gallery
+    return ImageDefinitionSpec(
+        resource_group=g.resource_group,
+        gallery=g.name,
+        name=g.image_definition,
+        location=g.location,
+        publisher=g.publisher,
+        offer=g.offer,
+        sku=g.sku,
+        os_type=g.os_type,
+        hyper_v_generation=g.hyper_v_generation,
+        security_type=g.security_type,
+        description=g.description,
+        tags={**plan.tags, TAG_IMAGE: plan.image},
+    )
 
 
 def _check_definition(plan: BuildPlan, security: str | None, generation: str | None) -> None:

@@ -46,7 +46,7 @@ def test_ensure_gallery_image_creates_once_and_then_gets(app_env: EmulatorEnv) -
     plan = plan_for(app_env.subscription, BUILD)
     with pytest.raises(TemporaryError) as first:
         activity(names.ACT_ENSURE_GALLERY_IMAGE)({"plan": plan})
-    assert "creation has started" in str(first.value)
+    assert "creation started for gallery galFactory and image definition" in str(first.value)
     ids = ensure(plan)
     assert ids["gallery_id"].endswith(
         f"/resourceGroups/{GALLERY_RG}/providers/Microsoft.Compute/galleries/galFactory"
@@ -243,3 +243,34 @@ def test_get_image_version_of_a_missing_version(app_env: EmulatorEnv) -> None:
     with pytest.raises(InputError) as caught:
         activity(names.ACT_GET_IMAGE_VERSION)({"version_id": definition_id})
     assert caught.value.errors[0].path == "version_id"
+
+
+def test_failed_replication_shows_per_region(app_env: EmulatorEnv) -> None:
+    plan = plan_for(
+        app_env.subscription,
+        BUILD,
+        guardrail_script=list(pre_capture_script(include_health_check=False)),
+    )
+    ensure(plan)
+    app_env.admin(
+        "POST",
+        "faults",
+        {"type": "flag", "kind": "replication_fails", "match": {"region": "northeurope"}},
+    )
+    version = activity(names.ACT_ALLOCATE_VERSION)({"plan": plan, "build_id": BUILD})["version"]
+    vm_id = _generalized_vm(app_env, plan)
+    version_id = activity(names.ACT_CREATE_IMAGE_VERSION)(
+        {
+            "plan": plan,
+            "build_id": BUILD,
+            "version": version,
+            "source_vm_id": vm_id,
+            "manifest": _manifest(plan, version),
+        }
+    )["version_id"]
+    final = wait_for(
+        lambda: activity(names.ACT_GET_IMAGE_VERSION)({"version_id": version_id}),
+        lambda s: s["regions"].get("northeurope", {}).get("state") == "Failed",
+    )
+    assert final["regions"]["northeurope"]["details"]
+    assert final["aggregated_state"] == "Failed", final
