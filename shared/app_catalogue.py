@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 from shared.domain.catalogue import Catalogue, CatalogueImage, load_catalogue
-from shared.errors import NotFoundError
 from shared.settings import Settings, load_settings
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +41,4 @@ def app_catalogue(settings: Settings | None = None) -> Catalogue:
 
 def find_image(name: str, settings: Settings | None = None) -> CatalogueImage:
     """The catalogue entry called ``name``; NotFoundError naming it otherwise."""
-    catalogue = app_catalogue(settings)
-    for image in catalogue.images:
-        if image.name == name:
-            return image
-    raise NotFoundError(f"image {name!r} is not in the catalogue")
+    return app_catalogue(settings).get(name)
