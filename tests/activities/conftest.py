@@ -145,3 +145,18 @@ def wait_for(
             return last
         time.sleep(0.02)
     raise AssertionError(f"condition not reached within {timeout}s; last state: {last}")
+
+
+def ensure(plan: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
+    """ensure_gallery_image the way the orchestrator calls it: again after each temporary."""
+    from shared import names
+    from shared.errors import TemporaryError
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return activity(names.ACT_ENSURE_GALLERY_IMAGE)({"plan": plan})
+        except TemporaryError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)

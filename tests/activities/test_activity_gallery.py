@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -12,24 +11,12 @@ from shared.domain.manifest import manifest_from_tags
 from shared.domain.resources import TAG_LAST_ALLOCATED
 from shared.domain.steps import pre_capture_script
 from shared.errors import ConflictError, InputError, PermanentError, TemporaryError
-from tests.activities.conftest import FACTORY_RG, GALLERY_RG, activity, plan_for, wait_for
+from tests.activities.conftest import FACTORY_RG, GALLERY_RG, activity, ensure, plan_for, wait_for
 from tests.emulator.conftest import EmulatorEnv
 
 BUILD = "win11-office-00c0ffee"
 SYSPREP = r"C:\Windows\System32\Sysprep\sysprep.exe /generalize /oobe /shutdown /quiet"
 TERMINAL = {"Succeeded", "Failed", "TimedOut", "Canceled"}
-
-
-def ensure(plan: dict[str, Any], timeout: float = 20.0) -> dict[str, Any]:
-    """Call ensure_gallery_image the way the orchestrator does: again after each temporary."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return activity(names.ACT_ENSURE_GALLERY_IMAGE)({"plan": plan})
-        except TemporaryError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 def _writes(env: EmulatorEnv, suffix: str) -> int:

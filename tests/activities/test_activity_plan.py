@@ -11,7 +11,7 @@ from shared import names
 from shared.domain.naming import build_resource_names
 from shared.domain.steps import content_hash
 from shared.errors import ConflictError, InputError, NotFoundError, TemporaryError
-from tests.activities.conftest import WIN11_LATEST, activity, point_app_at
+from tests.activities.conftest import WIN11_LATEST, activity, ensure, point_app_at
 from tests.emulator.conftest import EmulatorEnv, EmulatorFactory
 
 BUILD = "win11-office-1a2b3c4d"
@@ -215,3 +215,73 @@ def test_throttled_marketplace_is_temporary(
     with pytest.raises(TemporaryError) as caught:
         _resolve()
     assert caught.value.retry_after == 12
+
+
+def _repo_plan(image: str) -> dict[str, Any]:
+    return activity(names.ACT_RESOLVE_BUILD_PLAN)({"image": image, "build_id": f"{image}-0a0b0c0d"})
+
+
+def test_gallery_version_latest_resolves_to_the_newest_not_excluded(
+    emulator_env: EmulatorEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emulator.gallery import VersionSeed, seed_image_version
+
+    point_app_at(emulator_env, monkeypatch, IMAGE_CATALOGUE_PATH="catalogue/images.yaml")
+    # win11-analyst is layered on the latest win11-office version in the same gallery.
+    with pytest.raises(NotFoundError):
+        _repo_plan("win11-analyst")  # no gallery, no versions yet
+    ensure(_repo_plan("win11-office"))
+    emu = emulator_env.emu
+    with emu.lock:
+        for version, excluded in (("1.0.0", False), ("1.2.0", False), ("1.10.0", True)):
+            seed_image_version(
+                emu,
+                VersionSeed(
+                    gallery="gal_avd_images",
+                    image="win11-office",
+                    version=version,
+                    resource_group="rg-avd-images",
+                    exclude_from_latest=excluded,
+                ),
+            )
+    plan = _repo_plan("win11-analyst")
+    assert plan["source"]["kind"] == "gallery_version"
+    # 1.10.0 is staged (excluded from latest); numerically 1.2.0 beats 1.0.0.
+    assert plan["source"]["image_version_id"].endswith("/images/win11-office/versions/1.2.0")
+    assert plan["base_version"] == "1.2.0"
+    pinned = activity(names.ACT_RESOLVE_BUILD_PLAN)(
+        {"image": "win11-analyst", "build_id": "b-1", "request": {"base_version": "1.10.0"}}
+    )
+    assert pinned["source"]["image_version_id"].endswith("/versions/1.10.0")
+
+
+def test_snapshot_source_resolves_the_session_hosts_os_disk(
+    emulator_env: EmulatorEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from emulator.compute import seed_vm
+
+    point_app_at(emulator_env, monkeypatch, IMAGE_CATALOGUE_PATH="catalogue/images.yaml")
+    with pytest.raises(NotFoundError) as missing:
+        _repo_plan("win11-dev")
+    assert "avd-dev-0" in str(missing.value)
+    with emulator_env.emu.lock:
+        seed_vm(
+            emulator_env.emu,
+            subscription=emulator_env.subscription,
+            resource_group="rg-avd-dev",
+            name="avd-dev-0",
+            location="westeurope",
+            image_reference={
+                "publisher": "MicrosoftWindowsDesktop",
+                "offer": "windows-11",
+                "sku": "win11-25h2-avd",
+                "version": WIN11_LATEST,
+            },
+        )
+    plan = _repo_plan("win11-dev")
+    assert plan["source"]["kind"] == "snapshot"
+    assert (
+        "/resourceGroups/rg-avd-dev/providers/Microsoft.Compute/disks/"
+        in (plan["source"]["snapshot_source_id"])
+    )
+    assert plan["min_free_disk_gb"] == 20
