@@ -472,3 +472,20 @@ def test_readiness_unknowns_are_not_ready() -> None:
     reasons = check_capture_readiness(GuestHealth(None, None, None), 10)
     assert len(reasons) == 3
     assert all("unknown" in r for r in reasons)
+
+
+def test_docs_list_every_command_and_the_output_keys() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "catalogue.md").read_text()
+    for command in COMMANDS:
+        in_table = command.syntax.replace("|", "\\|")  # a pipe is escaped in a markdown table
+        assert f"`{in_table}`" in doc, command.name
+    for key in (
+        steps.KEY_PROTECTION,
+        steps.KEY_VOLUME,
+        steps.KEY_FREE_GB,
+        steps.KEY_PENDING_REBOOT,
+    ):
+        assert f"{key}=" in doc
+    assert f"{steps.APP_KEY_PREFIX}<name>=<version>" in doc
