@@ -43,7 +43,13 @@ from typing import Any
 from devhost import history as h
 from devhost.clock import BaseClock, Participant
 from devhost.functions import ACTIVITY, ORCHESTRATION, FunctionIndex, FunctionInfo
-from devhost.invoke import ActivityOutcome, AsyncRunner, run_activity, run_orchestrator
+from devhost.invoke import (
+    ActivityOutcome,
+    AsyncRunner,
+    install_fast_timestamps,
+    run_activity,
+    run_orchestrator,
+)
 from devhost.store import (
     ACTIVE_STATUSES,
     COMPLETED,
@@ -298,6 +304,7 @@ class Engine:
         max_short_timer: timedelta = MAX_SHORT_TIMER,
         long_timer_interval: timedelta = LONG_TIMER_INTERVAL,
         directory: str = ".",
+        fast_timestamps: bool = True,
     ) -> None:
         if activity_workers < 1:
             raise ValueError(f"activity_workers must be at least 1, got {activity_workers}")
@@ -334,6 +341,8 @@ class Engine:
         self._runner = AsyncRunner()
         self.episodes = 0  # episodes run (benchmarks, tests)
         self.activity_calls = 0
+        if fast_timestamps:
+            install_fast_timestamps()
         self.participant: Participant = clock.participant(name, self._next_due)
 
     # -- lifecycle ------------------------------------------------------------------------------

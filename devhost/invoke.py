@@ -14,14 +14,18 @@ thread, as the worker runs coroutine functions.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import json
+import sys
 import threading
+import time
 import traceback
 import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import azure.functions as func
@@ -221,6 +225,63 @@ def run_activity(
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+_FAST_LOCK = threading.Lock()
+
+
+def install_fast_timestamps() -> bool:
+    """Speed up the SDK's history parsing without changing what it produces.
+
+    The SDK parses every history event's ``Timestamp`` with ``dateutil`` on every replay: about
+    three quarters of an episode's cost. The engine writes one fixed-width format
+    (``2025-01-01T00:00:00.000000Z``); for exactly that format this parses with
+    ``datetime.fromisoformat`` and attaches the very tzinfo ``dateutil`` gives for ``Z`` on this
+    machine, so the values are identical (checked before installing). Any other text goes to
+    ``dateutil`` as before. Returns whether the fast path is installed (idempotent).
+    """
+    module = sys.modules.get("azure.durable_functions.models.history.HistoryEvent")
+    if module is None:
+        importlib.import_module("azure.durable_functions.models.history.HistoryEvent")
+        module = sys.modules["azure.durable_functions.models.history.HistoryEvent"]
+    with _FAST_LOCK:
+        current = getattr(module, "dt_parse", None)
+        if current is None:
+            return False
+        if getattr(current, "devhost_fast", False):
+            return True
+        original: Callable[..., datetime] = current
+        zones: dict[tuple[str, ...], Any] = {}
+
+        def fast(text: Any, *args: Any, **kwargs: Any) -> datetime:
+            if (
+                not args
+                and not kwargs
+                and isinstance(text, str)
+                and len(text) == 27
+                and text[10] == "T"
+                and text[26] == "Z"
+                and text[19] == "."
+            ):
+                key = tuple(time.tzname)
+                zone = zones.get(key)
+                if zone is None:
+                    zone = original("2000-01-01T00:00:00.000000Z").tzinfo
+                    zones[key] = zone
+                try:
+                    return datetime.fromisoformat(text[:26]).replace(tzinfo=zone)
+                except ValueError:
+                    pass
+            return original(text, *args, **kwargs)
+
+        samples = ("2025-01-01T00:00:00.000000Z", "2031-12-31T23:59:59.999999Z")
+        for sample in samples:
+            expected, got = original(sample), fast(sample)
+            if expected != got or repr(expected) != repr(got):
+                return False
+        fast.devhost_fast = True  # type: ignore[attr-defined]
+        module.dt_parse = fast  # type: ignore[attr-defined]
+        return True
 
 
 def split_out_of_proc_error(message: str) -> tuple[str, dict[str, Any] | None]:

@@ -130,3 +130,30 @@ def test_split_out_of_proc_error() -> None:
     assert parsed == state
     assert split_out_of_proc_error("plain failure") == ("plain failure", None)
     assert split_out_of_proc_error("bad\n\n$OutOfProcData$:{not json") == ("bad", None)
+
+
+def test_fast_timestamps_parse_exactly_like_dateutil() -> None:
+    import random
+    from datetime import UTC, datetime
+
+    from dateutil.parser import parse as dateutil_parse
+
+    from devhost.history import iso
+    from devhost.invoke import install_fast_timestamps
+
+    assert install_fast_timestamps() is True
+    assert install_fast_timestamps() is True  # idempotent
+    module = sys.modules["azure.durable_functions.models.history.HistoryEvent"]
+    fast = module.dt_parse
+    assert getattr(fast, "devhost_fast", False)
+    rng = random.Random(7)
+    samples = [
+        iso(datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.uniform(0, 3e8)))
+        for _ in range(200)
+    ]
+    samples += ["2025-01-01T00:00:00Z", "2025-06-01T12:30:00+02:00", "2025-01-01"]
+    for text in samples:
+        expected = dateutil_parse(text)
+        got = fast(text)
+        assert got == expected, text
+        assert repr(got) == repr(expected), text
