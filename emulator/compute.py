@@ -947,16 +947,21 @@ def _after_step(emu: Emulator, ex: Execution) -> None:
     _next(emu, ex)
 
 
-def _post_async(emu: Emulator, ex: Execution, posts: list[tuple[str, str, str]]) -> None:
+def _post_async(
+    emu: Emulator, ex: Execution, posts: list[tuple[str, str, str, dict[str, str]]]
+) -> None:
     """The guest's HTTP POSTs leave the emulator's lock; the script resumes afterwards."""
     emu.work_enter()
     results: list[str] = []
 
     def worker() -> None:
         try:
-            for url, ctype, body in posts:
+            for url, ctype, body, extra in posts:
                 req = urllib.request.Request(  # noqa: S310 - loopback only, checked by the guest
-                    url, data=body.encode(), headers={"Content-Type": ctype}, method="POST"
+                    url,
+                    data=body.encode(),
+                    headers={**extra, "Content-Type": ctype},
+                    method="POST",
                 )
                 try:
                     with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
@@ -1019,6 +1024,8 @@ def register(emu: Emulator) -> None:
 
     def vm_view(doc: dict[str, Any], expand: str) -> dict[str, Any]:
         out: dict[str, Any] = json.loads(json.dumps(doc))
+        # Like Azure, never return customData (it may carry secrets such as AVD tokens).
+        (out["properties"].get("osProfile") or {}).pop("customData", None)
         if "instanceview" in expand.lower():
             out["properties"]["instanceView"] = _instance_view(emu, doc)
         return out

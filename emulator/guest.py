@@ -209,7 +209,8 @@ class ScriptContext:
     stderr: list[str] = field(default_factory=list)
     exit_code: int | None = None  # set: the script ends here
     power_request: str | None = None  # "restart" | "stop"
-    http_posts: list[tuple[str, str, str]] = field(default_factory=list)  # url, ctype, body
+    # url, content type, body, extra headers
+    http_posts: list[tuple[str, str, str, dict[str, str]]] = field(default_factory=list)
 
     def out(self, text: str) -> None:
         self.stdout.append(text)
@@ -425,7 +426,15 @@ def _parse_line(no: int, line: str) -> Step:
         body = _opt(rest, "-body") or ""
         if method != "POST" or not uri:
             raise ScriptError(no, line)
-        return Step(line, "guest.http_post", _post(uri, ctype, body))
+        headers: dict[str, str] = {}
+        table = re.search(r"-headers\s+@\{(.*?)\}", text, re.IGNORECASE)
+        if table:
+            for entry in table.group(1).split(";"):
+                key, sep, value = entry.partition("=")
+                if not sep or not _unquote(key):
+                    raise ScriptError(no, line)
+                headers[_unquote(key)] = _unquote(value)
+        return Step(line, "guest.http_post", _post(uri, ctype, body, headers))
 
     raise ScriptError(no, line)
 
@@ -540,7 +549,7 @@ def _sysprep(mode: str) -> Callable[..., None]:
     return run
 
 
-def _post(uri: str, ctype: str, body: str) -> Callable[..., None]:
+def _post(uri: str, ctype: str, body: str, headers: dict[str, str]) -> Callable[..., None]:
     def run(g: GuestState, c: ScriptContext) -> None:
         from emulator.events import is_loopback_url
 
@@ -556,7 +565,7 @@ def _post(uri: str, ctype: str, body: str) -> Callable[..., None]:
             except ValueError:
                 c.fail("Invoke-RestMethod : the -Body is not valid JSON.")
                 return
-        c.http_posts.append((uri, ctype, body))
+        c.http_posts.append((uri, ctype, body, dict(headers)))
 
     return run
 

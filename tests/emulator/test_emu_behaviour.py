@@ -286,6 +286,7 @@ def test_guest_can_signal_a_loopback_endpoint(emulator_env: Any, receiver: Recei
         "g1",
         [
             f"Invoke-RestMethod -Method Post -Uri '{receiver.url}' -ContentType 'application/json' "
+            "-Headers @{'aeg-event-type'='Notification'} "
             '-Body \'{"vm": "g1", "status": "sysprepped"}\'',
             "Write-Output after",
         ],
@@ -293,6 +294,7 @@ def test_guest_can_signal_a_loopback_endpoint(emulator_env: Any, receiver: Recei
     assert err == ""
     assert out.splitlines()[-1] == "after"
     assert receiver.posts[0][1] == {"vm": "g1", "status": "sysprepped"}
+    assert receiver.posts[0][0]["aeg-event-type"] == "Notification"
 
 
 # -- scenarios ---------------------------------------------------------------------------------

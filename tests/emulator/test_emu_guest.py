@@ -142,7 +142,15 @@ def test_invoke_restmethod_is_loopback_only() -> None:
         "Invoke-RestMethod -Method Post -Uri 'http://127.0.0.1:7071/api/x' "
         "-ContentType 'application/json' -Body '{\"done\": true}'",
     )
-    assert ctx.http_posts == [("http://127.0.0.1:7071/api/x", "application/json", '{"done": true}')]
+    assert ctx.http_posts == [
+        ("http://127.0.0.1:7071/api/x", "application/json", '{"done": true}', {})
+    ]
+    ctx = run(
+        g,
+        "Invoke-RestMethod -Method Post -Uri 'http://localhost:1/x' -Headers @{ "
+        "'aeg-event-type' = 'Notification'; 'x-a' = 'b' } -Body '[]'",
+    )
+    assert ctx.http_posts[0][3] == {"aeg-event-type": "Notification", "x-a": "b"}
 
 
 def test_registry_keys_normalise() -> None:
