@@ -330,7 +330,7 @@ class Engine:
         self._work = 0  # inbox messages (incl. the running episode's) + unfinished activities
         self._errors: dict[str, int] = {}
         self._deferred: dict[str, float] = {}  # instance -> real deadline (time.monotonic)
-        self._ids: Iterator[int] = itertools.count(1)
+        self._ids: Iterator[int] = itertools.count(store.max_id() + 1)
         self._wake = threading.Event()
         self._sleeping = False
         self._stopping = False
@@ -351,24 +351,22 @@ class Engine:
         with self._lock:
             if self._started:
                 return
-            self._started = True
-            self._stopping = False
-        with self.participant.busy():
-            self._ids = itertools.count(self.store.max_id() + 1)
-            self._pool = ThreadPoolExecutor(
-                max_workers=self.activity_workers, thread_name_prefix=f"{self.name}-activity"
-            )
-            messages = self.store.messages()
-            works = self.store.activities()
-            with self._lock:
+            with self.participant.busy():
+                # Work committed before start() is only in the store: load it all, once.
+                self._started = True
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.activity_workers, thread_name_prefix=f"{self.name}-activity"
+                )
+                messages = self.store.messages()
+                works = self.store.activities()
                 for message in messages:
                     self._admit(message)
                 for work in works:
                     self._submit(work)
-            self._dispatcher = threading.Thread(
-                target=self._dispatch_loop, name=f"{self.name}-dispatcher", daemon=True
-            )
-            self._dispatcher.start()
+                self._dispatcher = threading.Thread(
+                    target=self._dispatch_loop, name=f"{self.name}-dispatcher", daemon=True
+                )
+                self._dispatcher.start()
         if messages or works:
             log.info(
                 "engine %s resumed %d pending message(s) and %d activity call(s)",
@@ -675,6 +673,8 @@ class Engine:
 
     def _admit(self, message: Message) -> None:
         """Queue a committed message in memory (lock held): a timer waits for its due time."""
+        if not self._started:
+            return  # start() loads it from the store
         if message.due is not None and message.kind == MSG_TIMER:
             heapq.heappush(self._timers, (message.due, message.msg_id, message))
             self.participant.notify()
@@ -1565,6 +1565,8 @@ class Engine:
     # -- activities -----------------------------------------------------------------------------
     def _submit(self, work: ActivityWork) -> None:
         """Queue an activity call on the pool (lock held)."""
+        if not self._started:
+            return  # start() loads it from the store
         self.participant.enter()
         self._work += 1
         pool = self._pool

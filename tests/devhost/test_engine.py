@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "apps"))
-from engine_support import T0, check_history, of_type, raw_history, running_engine
+from engine_support import T0, check_history, of_type, raw_history, running_engine, sample_app
 
 from devhost.engine import (
     InstanceCompletedError,
@@ -440,3 +440,35 @@ def test_query_pages_and_purges() -> None:
         assert [s["instanceId"] for s in engine.query()[0]] == ["other-1"]
         with pytest.raises(ValueError, match="continuation token"):
             engine.query(continuation="not-a-token")
+
+
+def test_work_started_before_start_runs_once_it_starts(tmp_path: Path) -> None:
+    from engine_harness import index_for
+
+    from devhost.clock import VirtualClock
+    from devhost.engine import Engine
+    from devhost.store import SqliteStore
+
+    path = tmp_path / "early.sqlite"
+    clock = VirtualClock(T0)
+    sample_app().reset(clock.now)
+    engine = Engine(index_for("engine_sample_app"), SqliteStore(path), clock)
+    try:
+        iid = engine.start_new("wait_event", "early")
+        engine.raise_event(iid, "Approval", 1)
+        engine.raise_event(iid, "Approval", 2)
+        engine.start()
+        assert engine.wait_for(iid, 10)["output"] == [1, 2]
+    finally:
+        engine.stop()
+        engine.store.close()
+    # A second engine on the same file continues the id sequence (no clash with stored rows).
+    engine = Engine(index_for("engine_sample_app"), SqliteStore(path), clock)
+    try:
+        engine.start()
+        again = engine.start_new("hello_sequence", None, ["z"])
+        assert engine.wait_for(again, 10)["output"] == ["Hello z!"]
+    finally:
+        engine.stop()
+        engine.store.close()
+        clock.close()
