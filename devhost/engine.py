@@ -641,9 +641,7 @@ class Engine:
     def _forget(self, instance_id: str) -> None:
         """Drop cached state and pending in-memory work of an instance (lock held)."""
         self._epoch[instance_id] = self._epoch.get(instance_id, 0) + 1
-        runtime = self._runtimes.pop(instance_id, None)
-        if runtime is not None:
-            self._cancel_timers(runtime.meta.timers.values())
+        self._runtimes.pop(instance_id, None)
         dropped = self._inbox.pop(instance_id, None)
         if dropped:
             self._done_work(len(dropped))
@@ -652,6 +650,7 @@ class Engine:
         for _, msg_id, message in self._timers:
             if message.instance_id == instance_id:
                 self._cancelled.add(msg_id)
+        self.participant.notify()
 
     def _purge_locked(self, instance_ids: list[str]) -> None:
         self.store.commit(Commit(purge_instances=list(instance_ids)))
