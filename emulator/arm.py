@@ -200,3 +200,56 @@ def check_name(
             f"Resource name {name} is invalid. {explanation}",
             target=kind,
         )
+
+
+# -- typed access to request bodies (bad shapes become 400s, never crashes) -----------------
+
+
+def _invalid(path: str, expected: str, value: Any) -> ArmError:
+    return ArmError(
+        400,
+        "InvalidParameter",
+        f"The value of parameter '{path}' is invalid: expected {expected}, got "
+        f"{type(value).__name__}.",
+        target=path,
+    )
+
+
+def as_object(value: Any, path: str) -> dict[str, Any]:
+    """``value`` as a JSON object ({} for null), or 400 InvalidParameter naming ``path``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid(path, "an object", value)
+    return value
+
+
+def as_list(value: Any, path: str) -> list[Any]:
+    """``value`` as a JSON array ([] for null), or 400 InvalidParameter naming ``path``."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _invalid(path, "an array", value)
+    return value
+
+
+def as_int(value: Any, path: str) -> int | None:
+    """``value`` as an integer (None for null; numeric strings accepted), or 400."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise _invalid(path, "an integer", value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    raise _invalid(path, "an integer", value)
+
+
+def as_str(value: Any, path: str) -> str | None:
+    """``value`` as a string (None for null), or 400 InvalidParameter naming ``path``."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise _invalid(path, "a string", value)
+    return value

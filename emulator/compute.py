@@ -26,6 +26,10 @@ from emulator.arm import (
     ArmError,
     Request,
     Response,
+    as_int,
+    as_list,
+    as_object,
+    as_str,
     bad_request,
     check_name,
     operation_not_allowed,
@@ -230,12 +234,13 @@ def _replicated_to(emu: Emulator, version: dict[str, Any], location: str) -> boo
 
 
 def _resolve_source(emu: Emulator, props: dict[str, Any], location: str) -> _Source:
-    storage = props.get("storageProfile") or {}
-    image_ref = storage.get("imageReference")
-    os_disk = storage.get("osDisk") or {}
+    storage = as_object(props.get("storageProfile"), "storageProfile")
+    image_ref = as_object(storage.get("imageReference"), "storageProfile.imageReference")
+    os_disk = as_object(storage.get("osDisk"), "storageProfile.osDisk")
     create_option = str(os_disk.get("createOption") or ("FromImage" if image_ref else "")).lower()
     if create_option == "attach":
-        disk_id = _norm_id(str((os_disk.get("managedDisk") or {}).get("id", "")))
+        managed = as_object(os_disk.get("managedDisk"), "storageProfile.osDisk.managedDisk")
+        disk_id = _norm_id(as_str(managed.get("id"), "osDisk.managedDisk.id") or "")
         if disk_id == "/":
             raise bad_request(
                 "Required parameter 'osDisk.managedDisk.id' is missing (null).",
@@ -267,7 +272,7 @@ def _resolve_source(emu: Emulator, props: dict[str, Any], location: str) -> _Sou
             "allowed. Allowed values are 'FromImage' and 'Attach'.",
             target="osDisk.createOption",
         )
-    if not isinstance(image_ref, dict) or not image_ref:
+    if not image_ref:
         raise bad_request(
             "Required parameter 'imageReference' is missing (null).", target="imageReference"
         )
@@ -344,13 +349,11 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
     props = body.get("properties")
     if not isinstance(props, dict):
         raise bad_request("Required parameter 'properties' is missing (null).", target="properties")
-    tags = body.get("tags") or {}
-    if not isinstance(tags, dict):
-        raise bad_request("The tags must be an object of string values.", target="tags")
+    tags = as_object(body.get("tags"), "tags")
     plan = _Plan()
     source = _resolve_source(emu, props, location)
     plan.source = source
-    security = dict(props.get("securityProfile") or {})
+    security = dict(as_object(props.get("securityProfile"), "securityProfile"))
     sec_type = str(security.get("securityType") or "Standard")
     trusted = sec_type.lower() == "trustedlaunch"
     if trusted and source.hyper_v == "V1":
@@ -363,8 +366,8 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
     if trusted:
         security.setdefault("uefiSettings", {"secureBootEnabled": True, "vTpmEnabled": True})
     security["securityType"] = sec_type
-    storage = dict(props.get("storageProfile") or {})
-    os_disk_in = dict(storage.get("osDisk") or {})
+    storage = as_object(props.get("storageProfile"), "storageProfile")
+    os_disk_in = as_object(storage.get("osDisk"), "storageProfile.osDisk")
     vm_guid = emu.new_id()
     sub, rg = rid.subscription or "", rid.resource_group or ""
     if source.attach_disk_id:
@@ -383,9 +386,12 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
                 f"{emu.store.get(plan.disk_id).get('managedBy', '')}. 'Name' is an optional "  # type: ignore[union-attr]
                 "property for a disk and a unique name will be generated if not provided.",
             )
-    managed = dict(os_disk_in.get("managedDisk") or {})
+    managed = as_object(os_disk_in.get("managedDisk"), "storageProfile.osDisk.managedDisk")
     storage_type = str(managed.get("storageAccountType") or "Premium_LRS")
-    size_gb = int(os_disk_in.get("diskSizeGB") or source.guest.disk_size_gb)
+    size_gb = (
+        as_int(os_disk_in.get("diskSizeGB"), "storageProfile.osDisk.diskSizeGB")
+        or source.guest.disk_size_gb
+    )
     os_disk_out: dict[str, Any] = {
         "osType": source.os_type,
         "name": disk_name,
@@ -396,10 +402,12 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
         "diskSizeGB": size_gb,
     }
     # Network.
-    network = dict(props.get("networkProfile") or {})
+    network = dict(as_object(props.get("networkProfile"), "networkProfile"))
     nic_refs: list[dict[str, Any]] = []
-    for ref in network.get("networkInterfaces") or []:
-        nic_id = _norm_id(str((ref or {}).get("id", "")))
+    refs_path = "networkProfile.networkInterfaces"
+    for ref in as_list(network.get("networkInterfaces"), refs_path):
+        ref = as_object(ref, refs_path)
+        nic_id = _norm_id(as_str(ref.get("id"), f"{refs_path}.id") or "")
         nic = emu.store.get(nic_id)
         if nic is None:
             raise ArmError(
@@ -418,11 +426,12 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
                 "order to use this network interface, first delete or detach it from the "
                 "existing resource.",
             )
-        rprops = dict((ref or {}).get("properties") or {})
+        rprops = dict(as_object(ref.get("properties"), f"{refs_path}.properties"))
         rprops.setdefault("deleteOption", "Detach")
         nic_refs.append({"id": str(nic["id"]), "properties": rprops})
         plan.attach_nics.append(str(nic["id"]))
-    configs = network.get("networkInterfaceConfigurations") or []
+    cfg_path = "networkProfile.networkInterfaceConfigurations"
+    configs = as_list(network.get("networkInterfaceConfigurations"), cfg_path)
     if configs and not network.get("networkApiVersion"):
         raise bad_request(
             "networkProfile.networkApiVersion is required when "
@@ -430,13 +439,14 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
             target="networkProfile.networkApiVersion",
         )
     for cfg in configs:
-        cname = str((cfg or {}).get("name") or "")
+        cfg = as_object(cfg, cfg_path)
+        cname = as_str(cfg.get("name"), f"{cfg_path}.name") or ""
         if not cname:
             raise bad_request(
                 "Required parameter 'networkInterfaceConfigurations.name' is missing (null).",
                 target="networkProfile.networkInterfaceConfigurations.name",
             )
-        cprops = dict((cfg or {}).get("properties") or {})
+        cprops = as_object(cfg.get("properties"), f"{cfg_path}.properties")
         nic_id = _id(sub, rg, NIC_TYPE, f"{name}-{cname}")
         if emu.store.exists(nic_id):
             raise ArmError(
@@ -445,7 +455,9 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
                 f"Network interface {nic_id} already exists; it cannot be created for "
                 f"virtual machine {vm_id}.",
             )
-        ipcfgs = cprops.get("ipConfigurations") or [{"name": "ipconfig1", "properties": {}}]
+        ipcfgs = as_list(
+            cprops.get("ipConfigurations"), f"{cfg_path}.properties.ipConfigurations"
+        ) or [{"name": "ipconfig1", "properties": {}}]
         plan.new_nics.append(
             _nic_doc(
                 emu,
@@ -470,12 +482,16 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
         raise bad_request(
             "Required parameter 'networkProfile' is missing (null).", target="networkProfile"
         )
-    os_profile = dict(props.get("osProfile") or {})
+    os_profile = dict(as_object(props.get("osProfile"), "osProfile"))
     os_profile.pop("adminPassword", None)
     vm_props: dict[str, Any] = {
         "vmId": vm_guid,
         "hardwareProfile": {
-            "vmSize": str((props.get("hardwareProfile") or {}).get("vmSize") or "Standard_D2s_v5")
+            "vmSize": as_str(
+                as_object(props.get("hardwareProfile"), "hardwareProfile").get("vmSize"),
+                "hardwareProfile.vmSize",
+            )
+            or "Standard_D2s_v5"
         },
         "storageProfile": {
             **({"imageReference": source.image_reference} if source.image_reference else {}),
@@ -647,8 +663,9 @@ def _nic_doc(
     rid = parse_resource_id(nic_id)
     configs = []
     for i, cfg in enumerate(ipcfgs):
-        cname = str((cfg or {}).get("name") or f"ipconfig{i + 1}")
-        cprops = dict((cfg or {}).get("properties") or {})
+        cfg = as_object(cfg, "ipConfigurations")
+        cname = as_str(cfg.get("name"), "ipConfigurations.name") or f"ipconfig{i + 1}"
+        cprops = as_object(cfg.get("properties"), "ipConfigurations.properties")
         subnet = cprops.get("subnet") or {
             "id": f"/subscriptions/{rid.subscription}/resourceGroups/{rid.resource_group}"
             "/providers/Microsoft.Network/virtualNetworks/emulator-vnet/subnets/default"
@@ -1093,9 +1110,9 @@ def register(emu: Emulator) -> None:
                 f"{doc['properties']['provisioningState'].lower()}.",
             )
         if "tags" in body:
-            doc["tags"] = dict(body.get("tags") or {})
-        props = body.get("properties") or {}
-        hw = props.get("hardwareProfile") or {}
+            doc["tags"] = dict(as_object(body.get("tags"), "tags"))
+        props = as_object(body.get("properties"), "properties")
+        hw = as_object(props.get("hardwareProfile"), "hardwareProfile")
         if hw.get("vmSize"):
             doc["properties"]["hardwareProfile"]["vmSize"] = hw["vmSize"]
         doc["etag"] = f'"{int(str(doc.get("etag", "1")).strip(chr(34)) or 1) + 1}"'
@@ -1350,7 +1367,7 @@ def register(emu: Emulator) -> None:
             raise bad_request("The 'script' must be a list of strings.", target="script")
         params = {
             str(p.get("name")): str(p.get("value", ""))
-            for p in body.get("parameters") or []
+            for p in as_list(body.get("parameters"), "parameters")
             if isinstance(p, dict) and p.get("name")
         }
         resp, handle = emu.begin_manual_lro(
@@ -1418,7 +1435,10 @@ def register(emu: Emulator) -> None:
                 "(scriptUri and commandId are not supported).",
                 target="properties.source.script",
             )
-        timeout = int(props.get("timeoutInSeconds") or MAX_RUN_COMMAND_SECONDS)
+        timeout = (
+            as_int(props.get("timeoutInSeconds"), "properties.timeoutInSeconds")
+            or MAX_RUN_COMMAND_SECONDS
+        )
         if timeout <= 0 or timeout > 86400:
             raise bad_request(
                 "timeoutInSeconds must be between 1 and 86400.", target="timeoutInSeconds"
@@ -1445,7 +1465,7 @@ def register(emu: Emulator) -> None:
             "id": rc_id,
             "type": RC_TYPE,
             "location": body.get("location") or vm["location"],
-            "tags": dict(body.get("tags") or {}),
+            "tags": dict(as_object(body.get("tags"), "tags")),
             "properties": public_props,
         }
         emu.store.put(rc_id, doc)
@@ -1465,8 +1485,8 @@ def register(emu: Emulator) -> None:
         }
         params = {
             str(p.get("name")): str(p.get("value", ""))
-            for p in list(props.get("parameters") or [])
-            + list(props.get("protectedParameters") or [])
+            for p in as_list(props.get("parameters"), "properties.parameters")
+            + as_list(props.get("protectedParameters"), "properties.protectedParameters")
             if isinstance(p, dict) and p.get("name")
         }
         async_exec = bool(public_props["asyncExecution"])
@@ -1590,26 +1610,32 @@ def register(emu: Emulator) -> None:
         check_name(req.params[key], kind=rtype, max_length=80, rule=DISK_NAME_RULE)
         body = req.json_object()
         existing = emu.store.get(rid)
+        tags = dict(as_object(body.get("tags"), "tags"))
         if existing is not None:
             if "tags" in body:
-                existing["tags"] = dict(body.get("tags") or {})
+                existing["tags"] = tags
             return Response(200, existing)
         location = body.get("location")
         if not isinstance(location, str) or not location:
             raise ArmError(
                 400, "LocationRequired", "The location property is required for this definition."
             )
-        props = body.get("properties") or {}
-        creation = dict(props.get("creationData") or {})
+        props = as_object(body.get("properties"), "properties")
+        creation = dict(as_object(props.get("creationData"), "properties.creationData"))
         option = str(creation.get("createOption", "")).lower()
         guest: GuestState | None = None
         os_type = props.get("osType")
         hyper_v = props.get("hyperVGeneration")
-        size = props.get("diskSizeGB")
-        security = props.get("securityProfile")
+        size = as_int(props.get("diskSizeGB"), "properties.diskSizeGB")
+        security = as_object(props.get("securityProfile"), "properties.securityProfile") or None
+        os_type = as_str(os_type, "properties.osType")
+        hyper_v = as_str(hyper_v, "properties.hyperVGeneration")
+        sku_name = as_str(as_object(body.get("sku"), "sku").get("name"), "sku.name")
         latency = "snapshot.create" if snapshot else "disk.create"
         if option in ("copy", "copystart"):
-            source_id = _norm_id(str(creation.get("sourceResourceId", "")))
+            source_id = _norm_id(
+                as_str(creation.get("sourceResourceId"), "creationData.sourceResourceId") or ""
+            )
             src, g = source_guest(source_id)
             guest = g.copy() if g else None
             sprops = src["properties"]
@@ -1626,8 +1652,11 @@ def register(emu: Emulator) -> None:
                     "Required parameter 'diskSizeGB' is missing (null).", target="diskSizeGB"
                 )
         elif option == "fromimage" and not snapshot:
-            ref = creation.get("galleryImageReference") or creation.get("imageReference") or {}
-            ref_id = _norm_id(str(ref.get("id", "")))
+            ref = as_object(
+                creation.get("galleryImageReference") or creation.get("imageReference"),
+                "creationData.imageReference",
+            )
+            ref_id = _norm_id(as_str(ref.get("id"), "creationData.imageReference.id") or "")
             gsrc = _resolve_image_id(emu, ref_id, location)
             guest = gsrc.guest
             os_type = os_type or gsrc.os_type
@@ -1645,15 +1674,12 @@ def register(emu: Emulator) -> None:
             emu,
             rid,
             location,
-            dict(body.get("tags") or {}),
+            tags,
             creation=creation,
             os_type=os_type,
             hyper_v=hyper_v,
             size_gb=int(size or 127),
-            sku=str(
-                (body.get("sku") or {}).get("name")
-                or ("Standard_LRS" if snapshot else "Premium_LRS")
-            ),
+            sku=sku_name or ("Standard_LRS" if snapshot else "Premium_LRS"),
             security=security,
             snapshot=snapshot,
             incremental=bool(props.get("incremental", False)),
@@ -1746,7 +1772,7 @@ def register(emu: Emulator) -> None:
         existing = emu.store.get(nic_id)
         if existing is not None:
             if "tags" in body:
-                existing["tags"] = dict(body.get("tags") or {})
+                existing["tags"] = dict(as_object(body.get("tags"), "tags"))
             emu.events.resource_write(nic_id)
             return Response(200, existing)
         location = body.get("location")
@@ -1754,8 +1780,8 @@ def register(emu: Emulator) -> None:
             raise ArmError(
                 400, "LocationRequired", "The location property is required for this definition."
             )
-        props = body.get("properties") or {}
-        ipcfgs = props.get("ipConfigurations") or []
+        props = as_object(body.get("properties"), "properties")
+        ipcfgs = as_list(props.get("ipConfigurations"), "properties.ipConfigurations")
         if not ipcfgs:
             raise bad_request(
                 "Network interface must have at least one IP configuration.",
@@ -1765,7 +1791,7 @@ def register(emu: Emulator) -> None:
             emu,
             nic_id,
             location,
-            dict(body.get("tags") or {}),
+            dict(as_object(body.get("tags"), "tags")),
             ipcfgs,
             accel=bool(props.get("enableAcceleratedNetworking", False)),
         )
