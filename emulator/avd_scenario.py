@@ -64,25 +64,27 @@ class UserLoadProfile(_BaseProfile):
     """Simulated users of one host pool (all times UTC hours of the day, host time).
 
     Each user logs on once a day at a uniformly drawn time in [logon_start_hour,
-    logon_end_hour), stays for an exponentially distributed time (mean
+    logon_end_hour) and stays for an exponentially distributed time (mean
     ``mean_session_minutes``, at least ``min_session_minutes``, never past logon_end_hour +
-    ``overtime_hours``), and with ``disconnect_probability`` disconnects part-way and stays
-    disconnected until the disconnected-session limit logs them off. After a message ("please
-    save your work"), ``message_logoff_fraction`` of active users log off by themselves within
-    ``message_reaction_minutes``. A user logged off by force (or whose host shut down) tries
-    again after ``reconnect_minutes``; a logon that finds no host with a free slot is retried
-    after ``retry_minutes``. ``days`` bounds the simulation (then users stop: the clock is not
-    kept busy); ``enabled: false`` turns the users off.
+    ``overtime_hours`` nor midnight). With ``disconnect_probability`` a user disconnects
+    part-way and stays disconnected until the disconnected-session limit logs them off. After a
+    message ("please save your work"), ``message_logoff_fraction`` of the active users log off
+    by themselves within ``message_reaction_minutes``. A user logged off by force (or whose host
+    shut down) tries again after ``reconnect_minutes``; a logon that finds no host with a free
+    slot is retried after ``retry_minutes``. ``days`` bounds the simulation (then users stop:
+    the clock is not kept busy); ``enabled: false`` turns the users off.
     """
 
     enabled: bool = True
     days: int = Field(default=1, ge=0, le=366)
     min_session_minutes: float = Field(default=5, gt=0)
-    overtime_hours: float = Field(default=1, ge=0, le=12)
+    overtime_hours: float = Field(default=8, ge=0, le=24)
     message_logoff_fraction: float = Field(default=0.5, ge=0, le=1)
     message_reaction_minutes: float = Field(default=10, gt=0)
     reconnect_minutes: float = Field(default=5, gt=0)
     retry_minutes: float = Field(default=10, gt=0)
+    # How often the broker notices hosts that stopped (missing heartbeats) while users are on.
+    heartbeat_minutes: float = Field(default=5, gt=0, le=60)
     upn_domain: str = Field(default="contoso.com", min_length=1)
     netbios_domain: str = Field(default="CONTOSO", min_length=1)
 

@@ -4,7 +4,9 @@ Each host pool with a ``user_profile`` (:class:`emulator.avd_scenario.UserLoadPr
 population of users driven by :meth:`Emulator.schedule` on the shared clock. Every pool keeps
 its users' next events in its own queue and has at most ONE item scheduled with the emulator
 (its earliest event), so the virtual clock only stops where a user does something; after the
-profile's ``days`` (or with ``enabled: false``) nothing is scheduled at all.
+profile's ``days`` (or with ``enabled: false``) nothing is scheduled at all. While anyone is in
+session, a heartbeat event every ``heartbeat_minutes`` lets the pool notice a host whose VM
+stopped (its sessions are lost), as the AVD broker notices missing agent heartbeats.
 
 New sessions go only to session hosts that are Available, not drained (``allowNewSession``)
 and below ``maxSessionLimit``: BreadthFirst picks the host with the fewest sessions, DepthFirst
@@ -77,7 +79,7 @@ class _Event:
     due: datetime
     seq: int
     user: int = field(compare=False)
-    kind: str = field(compare=False)  # logon | disconnect | end | reconnect | msglogoff
+    kind: str = field(compare=False)  # logon disconnect end reconnect msglogoff heartbeat
     gen: int = field(compare=False)
 
 
@@ -110,13 +112,26 @@ class PoolSim:
         self.timeline_dropped = 0
         self.placement_violations: list[str] = []
         self.min_accepting_while_users: int | None = None
+        self._hb_gen = 0
+        self._hb_pending = False
 
     # -- queue -------------------------------------------------------------------------------
     def push(self, due: datetime, user: SimUser, kind: str) -> None:
         heapq.heappush(self._heap, _Event(due, next(self._seq), user.index, kind, user.gen))
 
     def _stale(self, ev: _Event) -> bool:
+        if ev.user < 0:
+            return ev.gen != self._hb_gen
         return ev.gen != self.users[ev.user].gen
+
+    def _heartbeat(self) -> None:
+        """While anyone is in session, look at the hosts every few minutes (as the AVD broker
+        notices a host's missing heartbeat): a host that went down loses its sessions."""
+        if self._hb_pending or not any(u.session_id for u in self.users):
+            return
+        self._hb_pending = True
+        due = self.emu.now() + timedelta(minutes=self.profile.heartbeat_minutes)
+        heapq.heappush(self._heap, _Event(due, next(self._seq), -1, "heartbeat", self._hb_gen))
 
     def reschedule(self) -> None:
         while self._heap and self._stale(self._heap[0]):
@@ -144,7 +159,11 @@ class PoolSim:
             ev = heapq.heappop(self._heap)
             if self._stale(ev):
                 continue
+            if ev.user < 0:
+                self._hb_pending = False
+                continue
             self._handle(self.users[ev.user], ev.kind)
+        self._heartbeat()
         self.sample()
         self.reschedule()
 
@@ -164,7 +183,7 @@ class PoolSim:
             base = self.day0 + timedelta(days=u.day)
             logon = base + timedelta(hours=self.rng.uniform(p.logon_start_hour, p.logon_end_hour))
             minutes = max(p.min_session_minutes, self.rng.expovariate(1.0 / p.mean_session_minutes))
-            latest = base + timedelta(hours=p.logon_end_hour + p.overtime_hours)
+            latest = base + timedelta(hours=min(24.0, p.logon_end_hour + p.overtime_hours))
             end = min(logon + timedelta(minutes=minutes), latest)
             disconnects = self.rng.random() < p.disconnect_probability
             frac = self.rng.uniform(0.2, 0.8)
@@ -363,6 +382,8 @@ class PoolSim:
         if enabled == self.enabled:
             return
         self.enabled = enabled
+        self._hb_gen += 1
+        self._hb_pending = False
         if enabled:
             for u in self.users:
                 if u.session_id is None:

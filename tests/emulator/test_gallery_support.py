@@ -187,3 +187,20 @@ def settle(env: Any, timeout: float = 10.0) -> None:
             return
         time.sleep(0.005)
     raise AssertionError("the emulator did not settle")
+
+
+def run_to(env: Any, target: Any, timeout: float = 20.0) -> None:
+    """With the clock paused: move virtual time event by event up to ``target`` (what the
+    virtual clock does by itself, but stopping exactly at ``target``)."""
+    emu = env.emu
+    clock = env.clock
+    deadline = time.monotonic() + timeout
+    settle(env)
+    while clock.now() < target:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run_to({target}) took too long (now {clock.now()})")
+        due = emu.next_due()
+        nxt = target if due is None or due > target else due
+        if nxt > clock.now():
+            clock.set_time(nxt)
+        settle(env)
