@@ -330,6 +330,9 @@ class Engine:
         self._work = 0  # inbox messages (incl. the running episode's) + unfinished activities
         self._errors: dict[str, int] = {}
         self._deferred: dict[str, float] = {}  # instance -> real deadline (time.monotonic)
+        self._results_lock = threading.Lock()
+        self._results: list[tuple[ActivityWork, Message]] = []  # awaiting their group commit
+        self._committing = False
         self._ids: Iterator[int] = itertools.count(store.max_id() + 1)
         self._wake = threading.Event()
         self._sleeping = False
@@ -1574,25 +1577,23 @@ class Engine:
         pool.submit(self._run_activity, work)
 
     def _run_activity(self, work: ActivityWork) -> None:
+        if self._stopping:
+            return
         try:
-            if self._stopping:
-                return
-            try:
-                info = self._lookup(work.name, ACTIVITY)
-            except LookupError:
-                outcome = ActivityOutcome(ok=False, reason=self._missing(work.name, ACTIVITY))
-            else:
-                outcome = run_activity(info, work.input, self._runner, self.directory)
-            self._complete_activity(work, outcome)
-        except Exception:
-            # The store refused the completion: the work item stays stored and runs again on
-            # the next start; this run counts as finished so the engine is not held busy.
-            log.exception("engine %s: activity %s could not be completed", self.name, work.name)
-            with self._lock:
-                self._done_work()
+            info = self._lookup(work.name, ACTIVITY)
+        except LookupError:
+            outcome = ActivityOutcome(ok=False, reason=self._missing(work.name, ACTIVITY))
+        else:
+            outcome = run_activity(info, work.input, self._runner, self.directory)
+        self._complete_activity(work, outcome)
 
     def _complete_activity(self, work: ActivityWork, outcome: ActivityOutcome) -> None:
-        now = self.clock.now()
+        """Record a result: one transaction deletes the work item and queues the message.
+
+        Results that finish together are committed together (group commit): the first worker
+        to arrive commits everything queued until the queue is empty; the others go back to
+        their next activity at once.
+        """
         if outcome.ok:
             kind = MSG_TASK_COMPLETED
             payload = {"TaskScheduledId": work.task_id, "Result": outcome.result}
@@ -1604,16 +1605,45 @@ class Engine:
                 "Details": outcome.details,
             }
         message = self._message(
-            work.instance_id, kind, json.dumps(payload), execution_id=work.execution_id, at=now
+            work.instance_id,
+            kind,
+            json.dumps(payload),
+            execution_id=work.execution_id,
+            at=self.clock.now(),
         )
-        with self._lock:
-            if self._closed:
+        with self._results_lock:
+            self._results.append((work, message))
+            if self._committing:
                 return
-            self.store.commit(Commit(delete_activities=[work.work_id], add_messages=[message]))
-            self.activity_calls += 1
-            self._admit(message)
-            self._done_work()
-        self._signal()
+            self._committing = True
+        while True:
+            with self._results_lock:
+                batch, self._results = self._results, []
+                if not batch:
+                    self._committing = False
+                    return
+            try:
+                with self._lock:
+                    if not self._closed:
+                        self.store.commit(
+                            Commit(
+                                delete_activities=[w.work_id for w, _ in batch],
+                                add_messages=[m for _, m in batch],
+                            )
+                        )
+                        self.activity_calls += len(batch)
+                        for _, result in batch:
+                            self._admit(result)
+                    self._done_work(len(batch))
+            except Exception:
+                # The store refused the results: their work items stay stored and run again
+                # on the next start; these runs count as finished so the engine is not held.
+                log.exception(
+                    "engine %s: %d activity result(s) not recorded", self.name, len(batch)
+                )
+                with self._lock:
+                    self._done_work(len(batch))
+            self._signal()
 
 
 def _encode_token(created: str, instance_id: str) -> str:
