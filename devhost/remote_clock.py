@@ -200,7 +200,8 @@ class ClockService:
         from devhost.server import json_response
 
         query = {k: v[0] for k, v in request.query.items() if v}
-        status, payload = self.route(request.method, request.path, query, request.body)
+        path = getattr(request, "raw_path", None) or request.path  # route() decodes the name
+        status, payload = self.route(request.method, path, query, request.body)
         return json_response(status, payload)
 
     # -- leases ---------------------------------------------------------------------------------

@@ -245,3 +245,34 @@ def test_real_owner_real_time() -> None:
     finally:
         server.close()
         clock.close()
+
+
+def test_the_devhost_serves_the_clock_to_a_remote(tmp_path: Any) -> None:
+    """Mounted in the real devhost: a busy remote holds the engine's durable timers."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent / "apps"))
+    from engine_harness import app_for, load
+
+    from devhost.host import DevHost
+
+    clock = VirtualClock(T0)
+    load("engine_sample_app").reset(clock.now)
+    host = DevHost(app_for("engine_sample_app"), app_dir=tmp_path, settings={}, clock=clock)
+    with host:
+        remote = RemoteClock(host.url)
+        try:
+            participant = remote.participant("emulator", lambda: None)
+            participant.enter()
+            iid = host.engine.start_new("sleepy", None, 5)
+            host.engine.wait_for(iid, 10, statuses=("Running",))
+            time.sleep(0.1)
+            assert remote.now() == T0, "virtual time moved while the remote was busy"
+            participant.leave()
+            status = host.engine.wait_for(iid, 10)
+            assert status["output"] == (T0 + timedelta(minutes=5)).isoformat()
+            assert remote.now() == T0 + timedelta(minutes=5)
+        finally:
+            remote.close()
+    clock.close()
