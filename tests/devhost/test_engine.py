@@ -472,3 +472,25 @@ def test_work_started_before_start_runs_once_it_starts(tmp_path: Path) -> None:
         engine.stop()
         engine.store.close()
         clock.close()
+
+
+def test_many_retrying_fan_outs_at_once_keep_ids_in_step_with_the_sdk() -> None:
+    """Failures, back-off timers and results of many instances arrive in mixed batches."""
+    import random
+
+    rng = random.Random(11)
+    with running_engine(workers=8) as (engine, _, _):
+        expected = {}
+        for n in range(20):
+            fails = [rng.randint(0, 3) for _ in range(3)]
+            specs = [{"key": f"m{n}-{i}", "fail_times": f} for i, f in enumerate(fails)]
+            iid = engine.start_new("retry_parallel", f"many-{n}", specs)
+            expected[iid] = {
+                "first": [f"m{n}-{i} ok after {f + 1}" for i, f in enumerate(fails)] + [42],
+                "second": [2, f"m{n}-0 ok after {fails[0] + 2}"],
+                "timer": True,
+            }
+        for iid, output in expected.items():
+            status = engine.wait_for(iid, 20)
+            assert status["output"] == output, (iid, status["output"])
+            check_history(raw_history(engine, iid))
