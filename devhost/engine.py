@@ -17,9 +17,18 @@ first among an episode's new events, so the ids the SDK allocates while replayin
 before the user code resumes. A replay that schedules something else than the history at the
 same position fails the instance as non-deterministic.
 
+Retries (``*WithRetry``): in SDK 1.7 the SDK counts the attempts itself and expects, after
+*every* failed attempt (the last one too), a back-off timer to fire before it either schedules
+the next attempt or raises the last error; so ``maxNumberOfAttempts`` attempts and as many
+timers. The engine times the back-off as DTFx does: ``firstRetryIntervalInMilliseconds``, times
+``backoffCoefficient ** (attempt - 1)`` and capped at ``maxRetryIntervalInMilliseconds`` when a
+client sends those (1.7's ``RetryOptions`` does not). ``retryTimeoutInMilliseconds`` is not
+honoured: DTFx would then give up without the timer, which leaves the 1.7 SDK waiting forever.
+
 External events are matched to waits case-insensitively; an event nobody waits for yet is kept
 (per instance, across continue-as-new) and delivered, oldest first, once a wait for its name is
-scheduled.
+scheduled. Timers the orchestrator cancels are dropped. Entities and durable HTTP calls are not
+supported: an orchestrator that uses them fails with a message saying so.
 """
 
 from __future__ import annotations
