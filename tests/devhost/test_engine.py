@@ -494,3 +494,14 @@ def test_many_retrying_fan_outs_at_once_keep_ids_in_step_with_the_sdk() -> None:
             status = engine.wait_for(iid, 20)
             assert status["output"] == output, (iid, status["output"])
             check_history(raw_history(engine, iid))
+
+
+def test_unsupported_actions_fail_the_instance_with_a_clear_message() -> None:
+    with running_engine() as (engine, _, _):
+        iid = engine.start_new("uses_http")
+        status = engine.wait_for(iid, 10)
+        assert status["runtimeStatus"] == "Failed"
+        assert status["output"] == (
+            "Orchestrator function 'uses_http' failed: CallHttp is not supported by the devhost "
+            "engine"
+        )

@@ -363,3 +363,8 @@ def sleepy(context: df.DurableOrchestrationContext) -> Any:
         context.current_utc_datetime + timedelta(minutes=float(context.get_input()))
     )
     return context.current_utc_datetime.isoformat()
+
+
+@bp.orchestration_trigger(context_name="context")
+def uses_http(context: df.DurableOrchestrationContext) -> Any:
+    return (yield context.call_http("GET", "https://example.invalid/status"))
