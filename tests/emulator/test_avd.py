@@ -524,3 +524,27 @@ def test_unknown_resources_and_bad_bodies(env: Any) -> None:
     status, _, body = env.http("POST", f"{base}/retrieveRegistrationToken?api-version=2019-01-01")
     assert status == 400
     assert body["error"]["code"] == "InvalidApiVersionParameter"
+
+
+def test_registration_by_run_command_writing_the_agent_key(env: Any, ac: Any) -> None:
+    from test_gallery_support import make_vm
+
+    token, _ = _token(ac, env)
+    make_vm(env, "avd-4", rg=RG)
+    cc = env.compute_client()
+    result = cc.virtual_machines.begin_run_command(
+        RG,
+        "avd-4",
+        {
+            "commandId": "RunPowerShellScript",
+            "script": [
+                "reg add HKLM\\SOFTWARE\\Microsoft\\RDInfraAgent /v RegistrationToken "
+                f"/t REG_SZ /d {token} /f"
+            ],
+        },
+    ).result()
+    assert result.value[0].code.startswith("ComponentStatus/StdOut")
+    for _ in range(2000):
+        if any(h.name == "hp1/avd-4" for h in ac.session_hosts.list(RG, "hp1")):
+            break
+    assert ac.session_hosts.get(RG, "hp1", "avd-4").status == "Available"
