@@ -64,7 +64,7 @@ def _kill_when(process: subprocess.Popen[str], log: Path, ready: str, count: int
 def test_kill_and_restart_completes_every_activity(tmp_path: Path) -> None:
     db = tmp_path / "engine.sqlite"
     log = tmp_path / "activities.log"
-    spec = {"fan": 6, "tail": 2, "sleep": 0.3, "timer": 0.3}
+    spec = {"fan": 6, "tail": 2, "sleep": 0.5, "timer": 0.3}
     keys = [f"fan-{i}" for i in range(6)] + ["tail-0", "tail-1"]
 
     # 1st run: killed while the fan-out's activities are in flight.
