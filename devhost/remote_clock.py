@@ -16,7 +16,10 @@ dropped, so a killed emulator cannot hold virtual time forever.
 
 Busy transitions (0 -> 1, 1 -> 0) are reported synchronously, before ``enter``/``leave`` return:
 the owner can never see a remote as idle while it is not. Changes of the next due time alone are
-reported by a background thread (and with every heartbeat).
+reported by a background thread (and with every heartbeat). Because the report reads the
+participant's ``next_due`` on the thread that enters or leaves, ``next_due`` must not need a
+non-reentrant lock that thread may hold at that moment. ``now()`` asks the owner each time
+(one loopback request) when the owner's time is virtual, and is the wall clock otherwise.
 """
 
 from __future__ import annotations
