@@ -405,7 +405,7 @@ def _parse_line(no: int, line: str) -> Step:
         return Step(line, "guest.query", _show_disk)
 
     if head == "test-pendingreboot":
-        return Step(line, "guest.query", lambda g, c: c.out(str(g.pending_reboot)))
+        return Step(line, "guest.query", lambda g, c: c.out(f"PendingReboot={g.pending_reboot}"))
 
     if head == "get-installedapps":
         return Step(line, "guest.query", _show_apps)
@@ -510,22 +510,22 @@ def _request_power(kind: str) -> Callable[..., None]:
     return run
 
 
+# Query output: one ``key=value`` per line (the health-check contract, docs/catalogue.md).
+
+
 def _show_bitlocker(g: GuestState, c: ScriptContext) -> None:
-    on = g.bitlocker_on
-    c.out(
-        f"MountPoint: C:  VolumeStatus: {g.bitlocker}  ProtectionStatus: {'On' if on else 'Off'}"
-        f"  EncryptionPercentage: {100 if on else 0}"
-    )
+    c.out(f"BitLockerProtectionStatus={'On' if g.bitlocker_on else 'Off'}")
+    c.out(f"BitLockerVolumeStatus={g.bitlocker}")
 
 
 def _show_disk(g: GuestState, c: ScriptContext) -> None:
-    used = g.disk_size_gb - g.free_disk_gb
-    c.out(f"Name: C  Used (GB): {used:.1f}  Free (GB): {g.free_disk_gb:.1f}")
+    c.out(f"FreeSpaceGB={g.free_disk_gb:.1f}")
+    c.out(f"UsedSpaceGB={g.disk_size_gb - g.free_disk_gb:.1f}")
 
 
 def _show_apps(g: GuestState, c: ScriptContext) -> None:
     for name, version in sorted(g.apps.items()):
-        c.out(f"{name} {version}")
+        c.out(f"App.{name}={version}")
 
 
 def _sysprep(mode: str) -> Callable[..., None]:

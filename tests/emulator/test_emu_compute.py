@@ -87,7 +87,7 @@ def test_vm_with_existing_nic_and_attached_os_disk(emulator_env: Any, make_vm_bo
     vm = c.virtual_machines.begin_create_or_update("rg", "attached", body).result()
     assert vm.properties.storage_profile.os_disk.create_option == "Attach"
     out, err = emulator_env.run_script("attached", ["Get-InstalledApps"], client=c)
-    assert (out.splitlines(), err) == (["7zip latest", "git latest"], "")
+    assert (out.splitlines(), err) == (["App.7zip=latest", "App.git=latest"], "")
     # NIC in use by another VM is refused with Azure's code.
     body2 = make_vm_body()
     body2["properties"]["networkProfile"] = body["properties"]["networkProfile"]
@@ -162,7 +162,7 @@ def test_generalize_rules_follow_the_guest(emulator_env: Any, sysprep_line: str)
     assert "since the VM is running" in e.value.error.message
     # Windows 11 25H2 has BitLocker on: sysprep fails with Windows' own message.
     out, err = emulator_env.run_script("g1", ["Get-BitLockerVolume -MountPoint C:", sysprep_line])
-    assert "FullyEncrypted" in out
+    assert "BitLockerProtectionStatus=On" in out.splitlines()
     assert "Sysprep was not able to validate your Windows installation" in err
     assert "BitLocker" in err
     assert _power(c, "g1") == "PowerState/running"
@@ -221,13 +221,15 @@ def test_run_command_action_outputs_and_errors(emulator_env: Any) -> None:
     )
     lines = out.splitlines()
     assert lines[0] == "hello from the guest"
-    assert "FullyDecrypted" in lines[1]  # 24H2 without Trusted Launch: BitLocker off
+    # 24H2 without Trusted Launch: BitLocker off (key=value lines, docs/catalogue.md)
+    assert lines[1:3] == ["BitLockerProtectionStatus=Off", "BitLockerVolumeStatus=FullyDecrypted"]
     assert "PreventDeviceEncryption : 1" in lines
-    assert "True" in lines
+    assert "PendingReboot=True" in lines
+    assert any(line.startswith("FreeSpaceGB=") for line in lines)
     assert err == ""
     out, err = emulator_env.run_script("r1", ["Restart-Computer -Force"], client=c)
     out, err = emulator_env.run_script("r1", ["Test-PendingReboot"], client=c)
-    assert out == "False"
+    assert out == "PendingReboot=False"
     out, err = emulator_env.run_script(
         "r1", ["Write-Output one", "Frobnicate-Thing -Now"], client=c
     )

@@ -87,8 +87,10 @@ def test_vm_from_gallery_version_carries_the_captured_guest(
     out, _ = emulator_env.run_script(
         "host-1", ["Get-InstalledApps", "Get-BitLockerVolume -MountPoint C:"]
     )
-    assert "vscode latest" in out
-    assert "FullyDecrypted" in out  # the registry value kept device encryption off
+    assert "App.vscode=latest" in out.splitlines()
+    assert (
+        "BitLockerVolumeStatus=FullyDecrypted" in out.splitlines()
+    )  # the registry value kept device encryption off
     disk = emulator_env.compute_client().disks.get("rg", vm.properties.storage_profile.os_disk.name)
     assert disk.properties.creation_data.gallery_image_reference.id == vid
     rt = vm_runtime(emulator_env.emu, vm.id)
@@ -103,7 +105,7 @@ def test_without_the_registry_value_trusted_launch_turns_bitlocker_back_on(
     _publish(emulator_env, "1.0.0", "builder", ["westeurope"])
     emulator_env.create_vm("host-1", image={"id": DEFINITION})
     out, _ = emulator_env.run_script("host-1", ["Get-BitLockerVolume -MountPoint C:"])
-    assert "FullyEncrypted" in out
+    assert "BitLockerProtectionStatus=On" in out.splitlines()
 
 
 def test_gallery_version_must_be_replicated_to_the_region(emulator_env: Any) -> None:
