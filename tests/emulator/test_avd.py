@@ -471,6 +471,7 @@ def test_message_disconnect_and_logoff_count_work_lost_only_for_active_sessions(
         ac.user_sessions.delete(RG, "hp1", "avd-0", "1")
     assert err.value.status_code == 400
     assert "force" in str(err.value)
+    env.clock.pause()  # to see the LogOff state before the session is gone
     ac.user_sessions.delete(RG, "hp1", "avd-1", "1")  # disconnected: fine, nothing lost
     ac.user_sessions.delete(RG, "hp1", "avd-0", "1", force=True)  # active: work lost
     report = env.emu.report()["avd"]
@@ -482,6 +483,7 @@ def test_message_disconnect_and_logoff_count_work_lost_only_for_active_sessions(
     assert report["logoffs"] == 1
     # Logging off takes a moment, then the sessions are gone.
     assert ac.user_sessions.get(RG, "hp1", "avd-0", "1").session_state == "LogOff"
+    env.clock.resume()
     wait_for(
         env,
         lambda: not env.emu.store.exists(f"{POOL}/hp1/sessionHosts/avd-0/userSessions/1"),
