@@ -179,6 +179,10 @@ class Metrics:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "operations": {
+                op: {"total": n, "statuses": dict(self.statuses.get(op, {}))}
+                for op, n in sorted(self.requests.items())
+            },
             "requests": dict(sorted(self.requests.items())),
             "statuses": {k: dict(v) for k, v in sorted(self.statuses.items())},
             "throttled": self.throttled,
@@ -232,7 +236,8 @@ class Emulator:
         self.participant: Participant = clock.participant("emulator", self.next_due)
         self.events = EventPublisher(self)
         self.lro = LroManager(self)
-        self.add_report_section("orphans", self._orphan_report)
+        self.add_report_section("orphans", lambda: self._ownership()["orphans"])
+        self.add_report_section("ownership", lambda: self._ownership()["ownership"])
 
     # -- identity and time -----------------------------------------------------------------
     @property
@@ -565,12 +570,13 @@ class Emulator:
             return "ended" if state.lower() in ENDED_STATES else "running"
         return "unknown"
 
-    def _orphan_report(self) -> dict[str, Any]:
+    def _ownership(self) -> dict[str, Any]:
+        """``orphans``: leftovers (a list, empty when clean) of an ended build or of nobody;
+        ``ownership``: what running builds (or builds of unknown state) own."""
         owned = {t.lower() for t in self._owned_types}
         orphans: list[dict[str, Any]] = []
         running: list[str] = []
         unknown: list[str] = []
-        untracked: list[str] = []
         for r in self.store.all():
             if str(r.get("type", "")).lower() not in owned:
                 continue
@@ -580,20 +586,20 @@ class Emulator:
             if build is None:
                 if rid.lower() in self.seeded_ids or any(rule(r) for rule in self._owner_rules):
                     continue
-                untracked.append(rid)
+                orphans.append({"id": rid, "type": r.get("type"), "reason": "untracked"})
                 continue
             state = self.build_state(build, r)
             if state == "ended":
-                orphans.append({"id": rid, "type": r.get("type"), "buildId": build})
+                orphans.append(
+                    {"id": rid, "type": r.get("type"), "reason": "build-ended", "buildId": build}
+                )
             elif state == "running":
                 running.append(rid)
             else:
                 unknown.append(rid)
         return {
-            "orphaned": orphans,
-            "ownedByRunningBuild": running,
-            "taggedUnknownBuild": unknown,
-            "untracked": untracked,
+            "orphans": orphans,
+            "ownership": {"ownedByRunningBuild": running, "taggedUnknownBuild": unknown},
         }
 
     # -- request dispatch --------------------------------------------------------------------

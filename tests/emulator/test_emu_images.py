@@ -136,17 +136,25 @@ def test_orphan_report_follows_build_ownership(emulator_env: Any) -> None:
     emulator_env.create_vm("stray")
     assert emulator_env.admin("PUT", "builds/b1", {"state": "running"})[0] == 200
     _, report = emulator_env.admin("GET", "report")
-    orphans = report["orphans"]
-    assert orphans["orphaned"] == []
-    assert any(i.endswith("/b1-vm") for i in orphans["ownedByRunningBuild"])
-    assert any(i.endswith("/b2-vm") for i in orphans["ownedByRunningBuild"])
-    assert any(i.endswith("/stray") for i in orphans["untracked"])
+    orphans = {o["id"].rsplit("/", 1)[-1]: o for o in report["orphans"]}
+    owned = report["ownership"]["ownedByRunningBuild"]
+    assert any(i.endswith("/b1-vm") for i in owned)
+    assert any(i.endswith("/b2-vm") for i in owned)
+    assert orphans["stray"]["reason"] == "untracked"
+    assert "b1-vm" not in orphans
     assert emulator_env.admin("PUT", "builds/b1", {"state": "ended"})[0] == 200
     _, report = emulator_env.admin("GET", "report")
-    assert {o["buildId"] for o in report["orphans"]["orphaned"]} == {"b1"}
+    orphans = {o["id"].rsplit("/", 1)[-1]: o for o in report["orphans"]}
+    assert (orphans["b1-vm"]["reason"], orphans["b1-vm"]["buildId"]) == ("build-ended", "b1")
+    assert "b2-vm" not in orphans
     # the VM's OS disk and NIC carry no build tag of their own (Azure does not copy VM tags)
-    untracked = report["orphans"]["untracked"]
-    assert any("/disks/b1-vm_OsDisk_1_" in i for i in untracked)
-    assert any(i.endswith("/networkInterfaces/b1-vm-nic") for i in untracked)
+    assert any(n.startswith("b1-vm_OsDisk_1_") for n in orphans)
+    assert orphans["b1-vm-nic"]["reason"] == "untracked"
     assert report["compute"]["consistencyProblems"] == []
+    # deleting everything leaves a clean report
+    c = emulator_env.compute_client()
+    for name in ("b1-vm", "b2-vm", "stray"):
+        c.virtual_machines.begin_delete("rg", name).result()
+    _, report = emulator_env.admin("GET", "report")
+    assert report["orphans"] == []
     assert emulator_env.admin("PUT", "builds/b1", {"state": "maybe"})[0] == 400
