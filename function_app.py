@@ -6,7 +6,7 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import build as build_activities
-from orchestrators import build, build_queue, cleanup
+from orchestrators import build, build_queue, cleanup, wait
 from triggers import builds, events, timers
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -15,6 +15,7 @@ for blueprint in (
     build.bp,
     build_queue.bp,
     cleanup.bp,
+    wait.bp,
     build_activities.bp,
     builds.bp,
     events.bp,

@@ -17,43 +17,14 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from orchestrators._flow import Flow, StepFailedError, call, now, poll, progress
+from orchestrators._flow import Flow, StepFailedError, call, now, progress
+from orchestrators.wait import wait
 from shared import names
 
 bp = df.Blueprint()
 
-TERMINAL_RUN_STATES = {"Succeeded", "Failed", "TimedOut", "Canceled"}
 STOPPED_POWER_STATES = {"PowerState/stopped", "PowerState/deallocated"}
 MAX_VM_ATTEMPTS = 3
-
-
-def _vm_ready(state: dict[str, Any]) -> bool | str:
-    provisioning = state.get("provisioning_state")
-    if provisioning == "Failed":
-        return "FAILED"
-    return provisioning == "Succeeded" and state.get("power_state") == "PowerState/running"
-
-
-def _resource_ready(state: dict[str, Any]) -> bool | str:
-    provisioning = state.get("provisioning_state")
-    if provisioning == "Failed":
-        return f"provisioning failed: {state.get('error') or 'no detail'}"
-    return bool(state.get("exists")) and provisioning == "Succeeded"
-
-
-def _deallocated(state: dict[str, Any]) -> bool | str:
-    return state.get("power_state") == "PowerState/deallocated"
-
-
-def _run_done(state: dict[str, Any]) -> bool | str:
-    return state.get("state") in TERMINAL_RUN_STATES
-
-
-def _version_created(state: dict[str, Any]) -> bool | str:
-    provisioning = state.get("provisioning_state")
-    if provisioning == "Failed":
-        return f"gallery version creation failed: {state.get('error') or 'no detail'}"
-    return provisioning == "Succeeded"
 
 
 class BuildContext:
@@ -97,11 +68,11 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
     for attempt in range(1, MAX_VM_ATTEMPTS + 1):
         created = yield from call(b.context, names.ACT_CREATE_BUILD_VM, payload)
         vm_id: str = created["vm_id"]
-        state = yield from poll(
+        state = yield from wait(
             b.context,
             names.ACT_GET_VM_STATE,
             {"vm_id": vm_id},
-            _vm_ready,
+            "vm_running",
             interval=b.interval,
             deadline=b.deadline,
             what=what,
@@ -116,11 +87,11 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
         # Provisioning failed: remove the broken VM (its NIC and disk go with it), try again.
         b.enter(b.phase, 15, f"VM provisioning failed (attempt {attempt}); recreating")
         yield from call(b.context, names.ACT_DELETE_RESOURCE, {"resource_id": vm_id})
-        yield from poll(
+        yield from wait(
             b.context,
             names.ACT_GET_RESOURCE_STATE,
             {"resource_id": vm_id},
-            lambda s: not s.get("exists"),
+            "gone",
             interval=b.interval,
             deadline=b.deadline,
             what="deleting the failed build VM",
@@ -136,11 +107,11 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
         names.ACT_CREATE_SNAPSHOT,
         {**b.ids(), "source_disk_id": source_disk_id, "name": names_["snapshot"]},
     )
-    yield from poll(
+    yield from wait(
         b.context,
         names.ACT_GET_RESOURCE_STATE,
         {"resource_id": snap["snapshot_id"]},
-        _resource_ready,
+        "provisioned",
         interval=b.interval,
         deadline=b.deadline,
         what="snapshot of the source OS disk",
@@ -150,11 +121,11 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
         names.ACT_CREATE_DISK_FROM_SNAPSHOT,
         {**b.ids(), "snapshot_id": snap["snapshot_id"], "name": names_["clone_disk"]},
     )
-    yield from poll(
+    yield from wait(
         b.context,
         names.ACT_GET_RESOURCE_STATE,
         {"resource_id": disk["disk_id"]},
-        _resource_ready,
+        "provisioned",
         interval=b.interval,
         deadline=b.deadline,
         what="disk from the snapshot",
@@ -170,11 +141,11 @@ def _run_script(b: BuildContext, vm_id: str, name: str, script: list[str], what:
         names.ACT_START_RUN_COMMAND,
         {"vm_id": vm_id, "name": name, "script": script, "timeout_seconds": 5400},
     )
-    state = yield from poll(
+    state = yield from wait(
         b.context,
         names.ACT_GET_RUN_COMMAND,
         {"vm_id": vm_id, "name": name},
-        _run_done,
+        "run_finished",
         interval=b.interval,
         deadline=b.deadline,
         what=what,
@@ -254,28 +225,19 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
 
 def _replicate(b: BuildContext, version_id: str) -> Flow:
     regions = [r["name"] for r in b.plan["target_regions"]]
-
-    def replicated(state: dict[str, Any]) -> bool | str:
-        per_region: dict[str, Any] = state.get("regions") or {}
-        b.status["regions"] = per_region
-        failed = [r for r, s in per_region.items() if s.get("state") == "Failed"]
-        if failed:
-            return f"replication failed in {', '.join(sorted(failed))}"
-        done = [r for r in regions if (per_region.get(r) or {}).get("state") == "Completed"]
-        b.enter("replicate", 80 + int(15 * len(done) / max(len(regions), 1)), "replication")
-        return len(done) == len(regions)
-
-    return (
-        yield from poll(
-            b.context,
-            names.ACT_GET_IMAGE_VERSION,
-            {"version_id": version_id},
-            replicated,
-            interval=max(b.interval, timedelta(seconds=30)),
-            deadline=b.deadline + timedelta(hours=6),
-            what="replication to every target region",
-        )
+    b.enter("replicate", 80, f"replicate to {', '.join(regions)}")
+    final: dict[str, Any] = yield from wait(
+        b.context,
+        names.ACT_GET_IMAGE_VERSION,
+        {"version_id": version_id},
+        "replicated",
+        args={"regions": regions},
+        interval=max(b.interval, timedelta(seconds=30)),
+        deadline=b.deadline + timedelta(hours=6),
+        what="replication to every target region",
     )
+    b.status["regions"] = final.get("regions")
+    return final
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.ORCH_BUILD_IMAGE)
@@ -328,11 +290,11 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
 
         b.enter("capture", 62, "deallocate the build VM")
         yield from call(context, names.ACT_DEALLOCATE_VM, {"vm_id": vm_id})
-        yield from poll(
+        yield from wait(
             context,
             names.ACT_GET_VM_STATE,
             {"vm_id": vm_id},
-            _deallocated,
+            "deallocated",
             interval=b.interval,
             deadline=b.deadline,
             what="deallocating the build VM",
@@ -357,11 +319,11 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
         )
         version_id: str = created["version_id"]
         outcome["version_id"] = version_id
-        yield from poll(
+        yield from wait(
             context,
             names.ACT_GET_IMAGE_VERSION,
             {"version_id": version_id},
-            _version_created,
+            "provisioned",
             interval=b.interval,
             deadline=b.deadline + timedelta(hours=2),
             what="gallery version creation",

@@ -12,7 +12,8 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from orchestrators._flow import Flow, call, now, poll
+from orchestrators._flow import Flow, call, now
+from orchestrators.wait import wait
 from shared import names
 
 bp = df.Blueprint()
@@ -50,11 +51,11 @@ def cleanup_build(context: df.DurableOrchestrationContext) -> Flow:
             for resource in batch:
                 yield from call(context, names.ACT_DELETE_RESOURCE, {"resource_id": resource["id"]})
             for resource in batch:
-                yield from poll(
+                yield from wait(
                     context,
                     names.ACT_GET_RESOURCE_STATE,
                     {"resource_id": resource["id"]},
-                    lambda s: not s.get("exists"),
+                    "gone",
                     interval=interval,
                     deadline=deadline,
                     what=f"deleting {resource['id']}",

@@ -14,6 +14,7 @@ ORCH_SAMPLE_FANOUT: Final = "sample_fanout"
 ORCH_IMAGE_BUILD_QUEUE: Final = "image_build_queue"
 ORCH_BUILD_IMAGE: Final = "build_image"
 ORCH_CLEANUP_BUILD: Final = "cleanup_build"
+ORCH_WAIT_FOR_OPERATION: Final = "wait_for_operation"
 
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"

@@ -1,0 +1,138 @@
+"""Waiting for a long Azure operation: one small sub-orchestration per wait.
+
+A build waits for many operations (VM creation, run commands, deallocation, the gallery version,
+replication to every region). Polling each of them inline would grow the build's history by a
+few events every ten seconds, and the Durable SDK replays the whole history at every step, so a
+multi-hour build would replay thousands of events hundreds of times. Each wait therefore runs as
+its own sub-orchestration: its history holds only its own polls, the build's history one event
+per wait. Verdicts are named (a sub-orchestration's input must be JSON) and pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from orchestrators._flow import Flow, StepFailedError, Verdict, call, failure_text, now
+from shared import names
+
+bp = df.Blueprint()
+
+TERMINAL_RUN_STATES = {"Succeeded", "Failed", "TimedOut", "Canceled"}
+
+
+def _provisioned(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
+    provisioning = state.get("provisioning_state")
+    if provisioning == "Failed":
+        return f"provisioning failed: {state.get('error') or 'no detail'}"
+    return bool(state.get("exists")) and provisioning == "Succeeded"
+
+
+def _vm_running(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
+    # A failed VM is a verdict the caller handles (it recreates the VM), not a failure here.
+    if state.get("provisioning_state") == "Failed":
+        return True
+    return (
+        state.get("provisioning_state") == "Succeeded"
+        and state.get("power_state") == "PowerState/running"
+    )
+
+
+def _gone(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
+    return not state.get("exists")
+
+
+def _deallocated(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
+    return state.get("power_state") == "PowerState/deallocated"
+
+
+def _run_finished(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
+    return state.get("state") in TERMINAL_RUN_STATES
+
+
+def _replicated(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
+    per_region: dict[str, Any] = state.get("regions") or {}
+    failed = sorted(r for r, s in per_region.items() if (s or {}).get("state") == "Failed")
+    if failed:
+        return f"replication failed in {', '.join(failed)}"
+    wanted = [str(r) for r in args.get("regions") or per_region]
+    return all((per_region.get(r) or {}).get("state") == "Completed" for r in wanted)
+
+
+VERDICTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Verdict]] = {
+    "provisioned": _provisioned,
+    "vm_running": _vm_running,
+    "gone": _gone,
+    "deallocated": _deallocated,
+    "run_finished": _run_finished,
+    "replicated": _replicated,
+}
+
+
+def wait(
+    context: Any,
+    activity: str,
+    payload: dict[str, Any],
+    verdict: str,
+    *,
+    interval: timedelta,
+    deadline: datetime,
+    what: str,
+    args: dict[str, Any] | None = None,
+) -> Flow:
+    """Wait (in a sub-orchestration) until ``verdict`` holds for ``activity``'s answer."""
+    if verdict not in VERDICTS:
+        raise StepFailedError(f"{what}: unknown verdict {verdict!r}")
+    spec = {
+        "activity": activity,
+        "payload": payload,
+        "verdict": verdict,
+        "args": args or {},
+        "interval_seconds": max(1, int(interval.total_seconds())),
+        "deadline": deadline.isoformat(),
+        "what": what,
+    }
+    child = f"{context.instance_id}:wait:{context.new_uuid()[:12]}"
+    try:
+        state: dict[str, Any] = yield context.call_sub_orchestrator(
+            names.ORCH_WAIT_FOR_OPERATION, spec, child
+        )
+    except Exception as error:  # a failed child surfaces as a plain exception
+        raise StepFailedError(failure_text(error).removeprefix("PermanentError: ")) from None
+    return state
+
+
+# Polls per execution before the wait continues as new: keeps every replay short.
+POLLS_PER_EXECUTION = 20
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=names.ORCH_WAIT_FOR_OPERATION)
+def wait_for_operation(context: df.DurableOrchestrationContext) -> Flow:
+    """Poll one activity on durable timers until a named verdict holds; return the last state.
+
+    After ``POLLS_PER_EXECUTION`` polls it continues as new with the same input, so a wait of
+    hours (gallery replication) never builds a long history.
+    """
+    spec: dict[str, Any] = context.get_input() or {}
+    check = VERDICTS[spec["verdict"]]
+    args: dict[str, Any] = spec.get("args") or {}
+    what = str(spec["what"])
+    interval = timedelta(seconds=int(spec["interval_seconds"]))
+    deadline = datetime.fromisoformat(spec["deadline"])
+    for _ in range(POLLS_PER_EXECUTION):
+        state: dict[str, Any] = yield from call(context, spec["activity"], spec["payload"])
+        current = now(context)
+        context.set_custom_status({"what": what, "state": state, "at": current.isoformat()})
+        outcome = check(state, args)
+        if outcome is True:
+            return state
+        if isinstance(outcome, str):
+            raise StepFailedError(f"{what}: {outcome}")
+        if current >= deadline:
+            raise StepFailedError(f"{what}: not finished by the deadline {deadline.isoformat()}")
+        yield context.create_timer(min(current + interval, deadline))
+    context.continue_as_new(spec)
+    return None
