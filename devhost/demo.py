@@ -85,7 +85,8 @@ def local_world(
     clock = VirtualClock(sc.start_time)
     clock.pause()
     state_dir = Path(tempfile.mkdtemp(prefix="imagefactory-demo-"))
-    running = emulator.start(sc, clock=clock, ca_dir=state_dir / "emulator")
+    modules = [*emulator.MODULES, "emulator.eventgrid_topic"]
+    running = emulator.start(sc, clock=clock, ca_dir=state_dir / "emulator", modules=modules)
     settings = app_settings(
         running.url, str(running.ca_path), sc.default_subscription, Path(catalogue)
     )

@@ -16,7 +16,7 @@ import azure.functions as func
 
 from shared import names
 from shared.app_catalogue import app_catalogue
-from shared.domain.events import Accepted, classify_event
+from shared.domain.events import Accepted, classify_event, marketplace_request_key
 from shared.settings import load_settings
 from triggers._common import request_build
 
@@ -67,8 +67,9 @@ async def on_marketplace_image_published(
             "no catalogue image is built on %s/%s/%s", base["publisher"], base["offer"], base["sku"]
         )
     for image in images:
-        parts = (base["publisher"], base["offer"], base["sku"], base["version"])
-        key = "marketplace:" + ":".join(str(p) for p in parts).lower()
+        key = marketplace_request_key(
+            base["publisher"], base["offer"], base["sku"], base["version"]
+        )
         await request_build(
             client,
             image.name,
