@@ -25,6 +25,7 @@ bp = df.Blueprint()
 
 STOPPED_POWER_STATES = {"PowerState/stopped", "PowerState/deallocated"}
 MAX_VM_ATTEMPTS = 3
+GALLERY_POLL = timedelta(seconds=60)
 
 
 class BuildContext:
@@ -232,7 +233,7 @@ def _replicate(b: BuildContext, version_id: str) -> Flow:
         {"version_id": version_id},
         "replicated",
         args={"regions": regions},
-        interval=max(b.interval, timedelta(seconds=30)),
+        interval=max(b.interval, GALLERY_POLL),
         deadline=b.deadline + timedelta(hours=6),
         what="replication to every target region",
     )
@@ -324,7 +325,8 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             names.ACT_GET_IMAGE_VERSION,
             {"version_id": version_id},
             "provisioned",
-            interval=b.interval,
+            # Gallery operations take tens of minutes; Azure itself asks for 60 s between polls.
+            interval=max(b.interval, GALLERY_POLL),
             deadline=b.deadline + timedelta(hours=2),
             what="gallery version creation",
         )
