@@ -170,26 +170,34 @@ def follow_build(
     raise TimeoutError(f"no build of {image} finished within {real_timeout} s of real time")
 
 
+def arm_requests(world: World) -> dict[str, int]:
+    """ARM requests the emulator served, by operation (admin calls left out)."""
+    metrics = world.emulator.emu.metrics
+    return {op: n for op, n in sorted(metrics.requests.items()) if not op.startswith("admin:")}
+
+
 def summary(world: World, status: dict[str, Any], real_seconds: float) -> dict[str, Any]:
     emu = world.emulator.emu
     report = emu.report()
     output = status.get("output") or {}
+    failed = status.get("runtimeStatus") != "Completed"
+    requests = arm_requests(world)
     return {
         "runtime_status": status.get("runtimeStatus"),
-        "image": output.get("image"),
-        "version": output.get("version"),
-        "version_id": output.get("version_id"),
-        "regions": output.get("regions"),
-        "manifest": output.get("manifest"),
-        "phase_seconds": output.get("phase_seconds"),
-        "error": status.get("output") if status.get("runtimeStatus") == "Failed" else None,
+        "image": output.get("image") if isinstance(output, dict) else None,
+        "version": output.get("version") if isinstance(output, dict) else None,
+        "version_id": output.get("version_id") if isinstance(output, dict) else None,
+        "regions": output.get("regions") if isinstance(output, dict) else None,
+        "manifest": output.get("manifest") if isinstance(output, dict) else None,
+        "phase_seconds": output.get("phase_seconds") if isinstance(output, dict) else None,
+        "error": output if failed else None,
         "virtual_time": str(world.clock.now()),
         "real_seconds": round(real_seconds, 2),
-        "arm_requests": report.get("requests", {}).get("total")
-        if isinstance(report.get("requests"), dict)
-        else report.get("requests"),
-        "throttled_429": report.get("throttled"),
-        "resources_left_behind": report.get("orphans"),
+        "arm_requests": sum(requests.values()),
+        "arm_requests_by_operation": requests,
+        "throttled_429": emu.metrics.throttled,
+        "resources_left_behind": list(report.get("orphans") or [])
+        + list((report.get("ownership") or {}).get("taggedUnknownBuild") or []),
     }
 
 
