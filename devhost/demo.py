@@ -146,7 +146,7 @@ def follow_build(
     from orchestrators.build_queue import queue_instance_id
 
     deadline = time.monotonic() + real_timeout
-    last_line = ""
+    last_step: tuple[str, str] = ("", "")
     build_id: str | None = None
     while time.monotonic() < deadline:
         queue = world.status(queue_instance_id(image)) or {}
@@ -157,13 +157,14 @@ def follow_build(
         if build_id:
             status = world.status(f"build:{build_id}") or {}
             custom_b = status.get("customStatus") or {}
-            line = (
-                f"[{world.clock.now():%Y-%m-%d %H:%M}] {custom_b.get('phase', '?'):>10} "
-                f"{custom_b.get('percent', 0):>3}%  {custom_b.get('operation', '')}"
-            )
-            if echo and line != last_line:
-                print(line, flush=True)
-                last_line = line
+            step = (custom_b.get("phase", "?"), custom_b.get("operation", ""))
+            if echo and step != last_step:
+                print(
+                    f"[{world.clock.now():%Y-%m-%d %H:%M}] {step[0]:>10} "
+                    f"{custom_b.get('percent', 0):>3}%  {step[1]}",
+                    flush=True,
+                )
+                last_step = step
             if status.get("runtimeStatus") in {"Completed", "Failed", "Terminated"}:
                 return status
         time.sleep(0.02)

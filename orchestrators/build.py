@@ -288,6 +288,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
         health = yield from _guardrails(b, vm_id)
         outcome["health"] = health
         yield from _sysprep(b, vm_id)
+        outcome["sysprep_signal"] = b.status.get("sysprep_signal")
 
         b.enter("capture", 62, "deallocate the build VM")
         yield from call(context, names.ACT_DEALLOCATE_VM, {"vm_id": vm_id})
