@@ -172,11 +172,7 @@ def test_two_builds_requested_at_once_run_one_after_the_other(world: World) -> N
     done: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         builds, _ = world.host.engine.query(instance_id_prefix="build:")
-        done = [
-            b
-            for b in builds
-            if _is_build(b) and b["runtimeStatus"] == "Completed"
-        ]
+        done = [b for b in builds if _is_build(b) and b["runtimeStatus"] == "Completed"]
         if len(done) == 2:
             break
         time.sleep(0.05)
