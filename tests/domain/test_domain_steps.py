@@ -65,7 +65,10 @@ def test_the_command_set_covers_the_documented_commands() -> None:
 
 
 @pytest.mark.parametrize(
-    ("command", "example"), [(c, e) for c in COMMANDS for e in c.examples], ids=lambda x: str(x)
+    ("command", "example"),
+    [(c, e) for c in COMMANDS for e in c.examples],
+    # Stable ids: a Command's repr holds function addresses, which differ between xdist workers.
+    ids=[f"{c.name}:{i}" for c in COMMANDS for i, _ in enumerate(c.examples)],
 )
 def test_every_example_is_recognised_as_its_own_command(
     command: steps.Command, example: str
