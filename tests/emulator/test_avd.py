@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-from conftest import SMALL_SCENARIO
 from test_gallery_support import AVD_API, SUB, wait_for
 
 from emulator.avd import avd_state, open_session
+from tests.emulator.conftest import SMALL_SCENARIO
 
 RG = "rg-avd"
 POOL = (

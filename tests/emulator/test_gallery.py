@@ -576,7 +576,7 @@ def test_version_names_parents_and_expand_are_checked(env: Any, cc: Any) -> None
 
 
 def test_seeded_galleries_and_versions(emulator_factory: Any) -> None:
-    from conftest import SMALL_SCENARIO
+    from tests.emulator.conftest import SMALL_SCENARIO
 
     scenario = {
         **SMALL_SCENARIO,

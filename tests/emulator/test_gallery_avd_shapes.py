@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SMALL_SCENARIO
 from test_gallery_support import (
     AVD_API,
     GALLERY_API,
@@ -26,6 +25,7 @@ from test_gallery_support import (
 )
 
 from emulator.avd import open_session
+from tests.emulator.conftest import SMALL_SCENARIO
 
 
 def example(examples_dir: Path, rel: str, status: str = "200") -> Any:

@@ -7,11 +7,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import SMALL_SCENARIO
 from test_gallery_support import SUB, run_to
 
 from emulator.avd import _host_rt, avd_state, sessions_of
 from emulator.users import pool_sim
+from tests.emulator.conftest import SMALL_SCENARIO
 
 RG = "rg-avd"
 POOL_ID = (
