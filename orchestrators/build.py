@@ -17,7 +17,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from orchestrators._flow import Flow, StepFailedError, call, now, progress
+from orchestrators._flow import Flow, RetryPolicy, StepFailedError, call, now, progress
 from orchestrators.wait import wait
 from shared import names
 
@@ -26,6 +26,7 @@ bp = df.Blueprint()
 STOPPED_POWER_STATES = {"PowerState/stopped", "PowerState/deallocated"}
 MAX_VM_ATTEMPTS = 3
 GALLERY_POLL = timedelta(seconds=60)
+GALLERY_RETRY = RetryPolicy(max_attempts=12, first_interval=timedelta(seconds=15))
 
 
 class BuildContext:
@@ -258,7 +259,10 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
         b.status["base"] = b.plan["source"]
 
         b.enter("gallery", 4, "create or get the gallery image definition")
-        gallery = yield from call(context, names.ACT_ENSURE_GALLERY_IMAGE, {"plan": b.plan})
+        # A new gallery and definition take minutes to provision: more patience than default.
+        gallery = yield from call(
+            context, names.ACT_ENSURE_GALLERY_IMAGE, {"plan": b.plan}, GALLERY_RETRY
+        )
         allocated = yield from call(context, names.ACT_ALLOCATE_VERSION, b.ids())
         version: str = allocated["version"]
         b.status["version"] = version
@@ -317,7 +321,14 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
         created = yield from call(
             context,
             names.ACT_CREATE_IMAGE_VERSION,
-            {**b.ids(), "version": version, "source_vm_id": vm_id, "manifest": manifest},
+            {
+                **b.ids(),
+                "version": version,
+                "source_vm_id": vm_id,
+                "manifest": manifest,
+                # Built date, display-name month and end of life follow orchestration time.
+                "built_at": now(context).isoformat(),
+            },
         )
         version_id: str = created["version_id"]
         outcome["version_id"] = version_id

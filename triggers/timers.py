@@ -50,8 +50,13 @@ def marketplace_watch(timer: func.TimerRequest) -> None:
             image.gallery.gallery_name,
             image.gallery.image_definition,
         )
-        newest_built = max((ImageVersion.parse(v) for v in built), default=None)
-        if newest_built is not None and ImageVersion.parse(latest) <= newest_built:
+        parsed = [p for p in (ImageVersion.try_parse(v) for v in built) if p is not None]
+        newest_built = max(parsed, default=None)
+        latest_parsed = ImageVersion.try_parse(latest)
+        if latest_parsed is None:
+            log.warning("marketplace version %r is not Major.Minor.Patch: skipped", latest)
+            continue
+        if newest_built is not None and latest_parsed <= newest_built:
             continue
         key = (base.publisher, base.offer, base.sku, latest)
         if key in announced:
