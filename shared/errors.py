@@ -7,6 +7,7 @@ message starts with the class's ``prefix`` and :func:`classify_failure` reads it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,12 @@ class TemporaryError(FactoryError):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        if self.retry_after is not None and "(retry after " not in text:
+            text += f" (retry after {self.retry_after:g}s)"
+        return text
 
 
 @dataclass(frozen=True)
@@ -99,14 +106,55 @@ def field_errors_from_pydantic(errors: Iterable[dict[str, object]]) -> list[Fiel
     return out
 
 
+_ACTIVITY_HEAD = re.compile(r"^\s*Activity function '[^']*' failed:\s*")
+_EXCEPTION_NAME = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception):\s*")
+# Unexpected exceptions that are transient by nature (network, time-outs): worth a retry.
+_TRANSIENT_BUILTINS = frozenset(
+    {
+        "TimeoutError",
+        "ConnectionError",
+        "ConnectionResetError",
+        "ConnectionRefusedError",
+        "ServiceRequestError",
+        "ServiceResponseError",
+        "FunctionTimeoutException",
+    }
+)
+_RETRY_AFTER = re.compile(r"\(retry after (\d+(?:\.\d+)?)s\)")
+
+
+def _leading(message: str | None) -> str:
+    """The message without the host's ``Activity function 'x' failed:`` head."""
+    return _ACTIVITY_HEAD.sub("", (message or "").lstrip(), count=1)
+
+
 def classify_failure(message: str | None) -> type[FactoryError]:
-    """Which error class a failed activity's message came from (default: temporary)."""
-    text = (message or "").lstrip()
-    for cls in (InputError, NotFoundError, ConflictError, PermanentError, TemporaryError):
-        if text.startswith(cls.prefix + ":") or f" {cls.prefix}: " in text[:400]:
-            return cls
-    return TemporaryError
+    """Which error class a failed activity's message came from.
+
+    Only the *leading* prefix counts (after the host's "Activity function ... failed:" head),
+    so a temporary error that quotes another error's text stays temporary. A message with no
+    known prefix came from an unexpected exception (a bug, a missing file): permanent, since
+    retrying the same code on the same input cannot help.
+    """
+    text = _leading(message)
+    for _ in range(3):  # e.g. "StepFailedError: PermanentError: ..." from the worker
+        for cls in (InputError, NotFoundError, ConflictError, PermanentError, TemporaryError):
+            if text.startswith(cls.prefix + ":"):
+                return cls
+        if text.split(":", 1)[0].rsplit(".", 1)[-1] in _TRANSIENT_BUILTINS:
+            return TemporaryError
+        stripped = _EXCEPTION_NAME.sub("", text, count=1)
+        if stripped == text:
+            break
+        text = stripped
+    return PermanentError
 
 
 def is_permanent(message: str | None) -> bool:
     return issubclass(classify_failure(message), PermanentError)
+
+
+def retry_after_of(message: str | None) -> float | None:
+    """The ``(retry after Ns)`` hint a TemporaryError carried across the boundary, if any."""
+    found = _RETRY_AFTER.search(message or "")
+    return float(found.group(1)) if found else None

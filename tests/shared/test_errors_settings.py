@@ -15,6 +15,7 @@ from shared.errors import (
     classify_failure,
     field_errors_from_pydantic,
     is_permanent,
+    retry_after_of,
 )
 from shared.settings import Settings
 
@@ -34,7 +35,24 @@ def test_messages_carry_their_class_across_the_activity_boundary() -> None:
     assert is_permanent(str(InputError.single("x", "bad")))
     assert not is_permanent(str(TemporaryError("slow")))
     assert classify_failure("ConnectionResetError: peer") is TemporaryError
-    assert classify_failure(None) is TemporaryError
+    # An unexpected exception is a bug or a broken input: retrying cannot help.
+    assert classify_failure("Activity function 'a' failed: KeyError: 'plan'") is PermanentError
+    assert classify_failure(None) is PermanentError
+
+
+def test_only_the_leading_prefix_counts() -> None:
+    # A temporary error that quotes another error's text stays temporary.
+    quoted = "Activity function 'g' failed: TemporaryError: TemporaryError: not ready: NotFound: x"
+    assert classify_failure(quoted) is TemporaryError
+    # The worker prefixes the exception's class name; the app's prefix follows it.
+    assert classify_failure("StepFailedError: PermanentError: sysprep failed") is PermanentError
+    assert classify_failure("NotFoundError: NotFound: image 'x'") is NotFoundError
+
+
+def test_retry_after_crosses_the_boundary_in_the_message() -> None:
+    text = f"Activity function 'a' failed: TemporaryError: {TemporaryError('busy', 12)}"
+    assert retry_after_of(text) == 12.0
+    assert retry_after_of(str(TemporaryError("busy"))) is None
 
 
 def test_input_error_lists_every_field() -> None:
