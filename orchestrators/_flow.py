@@ -10,12 +10,12 @@ a durable timer with exponential back-off; a permanent one fails at once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.errors import PermanentError, TemporaryError, is_permanent
+from shared.errors import PermanentError, TemporaryError, is_permanent, retry_after_of
 
 Flow = Generator[Any, Any, Any]
 
@@ -91,36 +91,16 @@ def call(
                 raise TemporaryError(
                     f"{name} still failing after {attempt} attempts: {text}"
                 ) from None
-            yield context.create_timer(now(context) + retry.delay(attempt))
+            delay = retry.delay(attempt)
+            hinted = retry_after_of(str(error))  # Azure's Retry-After, when throttled
+            if hinted is not None:
+                delay = max(delay, timedelta(seconds=min(hinted, 3600)))
+            yield context.create_timer(now(context) + delay)
             attempt += 1
 
 
 Verdict = bool | str
-"""A poll's verdict on a state: True = done, False = not yet, a string = failed for that reason."""
-
-
-def poll(
-    context: Any,
-    name: str,
-    payload: dict[str, Any],
-    verdict: Callable[[dict[str, Any]], Verdict],
-    *,
-    interval: timedelta,
-    deadline: datetime,
-    what: str,
-) -> Flow:
-    """Check a long Azure operation with an activity every ``interval`` until it is done."""
-    while True:
-        state: dict[str, Any] = yield from call(context, name, payload)
-        outcome = verdict(state)
-        if outcome is True:
-            return state
-        if isinstance(outcome, str):
-            raise StepFailedError(f"{what}: {outcome}")
-        current = now(context)
-        if current >= deadline:
-            raise StepFailedError(f"{what}: not finished by the deadline {deadline.isoformat()}")
-        yield context.create_timer(min(current + interval, deadline))
+"""A wait's verdict on a state: True = done, False = not yet, a string = failed for that reason."""
 
 
 def progress(

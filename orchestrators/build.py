@@ -17,14 +17,25 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from orchestrators._flow import Flow, RetryPolicy, StepFailedError, call, now, progress
+from orchestrators._flow import (
+    Flow,
+    RetryPolicy,
+    StepFailedError,
+    call,
+    event_payload,
+    failure_text,
+    now,
+    progress,
+)
 from orchestrators.wait import wait
 from shared import names
+from shared.domain.steps import check_capture_readiness, parse_guest_health
 
 bp = df.Blueprint()
 
 STOPPED_POWER_STATES = {"PowerState/stopped", "PowerState/deallocated"}
 MAX_VM_ATTEMPTS = 3
+SIGNALLED_POLL = timedelta(seconds=5)
 GALLERY_POLL = timedelta(seconds=60)
 GALLERY_RETRY = RetryPolicy(max_attempts=12, first_interval=timedelta(seconds=15))
 
@@ -88,17 +99,26 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
             return vm_id, state
         # Provisioning failed: remove the broken VM (its NIC and disk go with it), try again.
         b.enter(b.phase, 15, f"VM provisioning failed (attempt {attempt}); recreating")
-        yield from call(b.context, names.ACT_DELETE_RESOURCE, {"resource_id": vm_id})
-        yield from wait(
-            b.context,
-            names.ACT_GET_RESOURCE_STATE,
-            {"resource_id": vm_id},
-            "gone",
-            interval=b.interval,
-            deadline=b.deadline,
-            what="deleting the failed build VM",
-        )
+        yield from _delete_and_wait(b, vm_id, "the failed build VM")
     raise StepFailedError(f"{what}: VM provisioning failed {MAX_VM_ATTEMPTS} times")
+
+
+def _delete_and_wait(b: BuildContext, resource_id: str, what: str) -> Flow:
+    """Start deleting a resource this build owns and wait until it is gone."""
+    yield from call(
+        b.context,
+        names.ACT_DELETE_RESOURCE,
+        {"resource_id": resource_id, "build_id": b.build_id},
+    )
+    yield from wait(
+        b.context,
+        names.ACT_GET_RESOURCE_STATE,
+        {"resource_id": resource_id},
+        "gone",
+        interval=b.interval,
+        deadline=now(b.context) + timedelta(hours=1),
+        what=f"deleting {what}",
+    )
 
 
 def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
@@ -177,24 +197,52 @@ def _customise(b: BuildContext, vm_id: str) -> Flow:
         _, record = yield from _run_script(
             b, vm_id, f"step-{index:02d}", step["script"], f"customisation step '{step['name']}'"
         )
-        record.update(kind=step.get("kind"), content_hash=step.get("content_hash"))
+        record.update(
+            step=step["name"], kind=step.get("kind"), content_hash=step.get("content_hash")
+        )
         b.steps.append(record)
 
 
+HEALTH_RECHECKS = 6
+HEALTH_RECHECK_WAIT = timedelta(minutes=5)
+
+
 def _guardrails(b: BuildContext, vm_id: str) -> Flow:
+    """Turn BitLocker off and keep it off, then refuse to sysprep a VM that is not ready.
+
+    ``Disable-BitLocker`` only starts decryption, so while the volume is still decrypting the
+    health check is repeated on a durable timer; any other reason (no room on C:, a pending
+    reboot, an unknown state) fails the build with the reasons, before sysprep can fail on it.
+    """
     b.enter("guardrails", 48, "disable BitLocker and keep it off")
     yield from _run_script(
         b, vm_id, "guard-bitlocker", b.plan["guardrail_script"], "pre-capture guardrails"
     )
-    b.enter("guardrails", 52, "check BitLocker, free disk and pending reboot")
-    state, _ = yield from _run_script(
-        b, vm_id, "guard-health", b.plan["health_script"], "pre-capture health check"
-    )
-    return state.get("output") or ""
+    min_free = float(b.plan.get("min_free_disk_gb") or 10.0)
+    for check in range(1, HEALTH_RECHECKS + 1):
+        b.enter("guardrails", 52, f"check BitLocker, free disk and pending reboot ({check})")
+        state, _ = yield from _run_script(
+            b, vm_id, f"guard-health-{check}", b.plan["health_script"], "pre-capture health check"
+        )
+        output = str(state.get("output") or "")
+        health = parse_guest_health(output)
+        reasons = check_capture_readiness(health, min_free)
+        if not reasons:
+            return output
+        decrypting = "progress" in (health.bitlocker_status or "").lower()
+        if not decrypting or check == HEALTH_RECHECKS:
+            raise StepFailedError("not ready for capture: " + "; ".join(reasons))
+        yield b.context.create_timer(now(b.context) + HEALTH_RECHECK_WAIT)
+    raise StepFailedError("not ready for capture")  # pragma: no cover - loop always returns
 
 
 def _sysprep(b: BuildContext, vm_id: str) -> Flow:
-    """Sysprep, then wait for the 'finished' signal by event or by polling, with a deadline."""
+    """Sysprep, then wait for the 'finished' signal by event or by polling, with a deadline.
+
+    The event only says "look now": it must name this build's VM, and the build still checks
+    that the run command did not fail and the VM is stopped before it deallocates, so a stray
+    or forged event can never get a VM captured that was not generalized.
+    """
     b.enter("sysprep", 58, "sysprep /generalize /oobe /shutdown")
     yield from call(
         b.context,
@@ -203,23 +251,33 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
     )
     finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
     deadline = now(b.context) + timedelta(minutes=int(b.plan.get("sysprep_timeout_minutes", 90)))
+    signalled = False
     while True:
-        timer = b.context.create_timer(min(now(b.context) + b.interval, deadline))
-        winner = yield b.context.task_any([finished, timer])
-        if winner == finished:
-            if not timer.is_completed:
-                timer.cancel()
-            b.status["sysprep_signal"] = "event"
-            return
+        if signalled:
+            yield b.context.create_timer(min(now(b.context) + SIGNALLED_POLL, deadline))
+        else:
+            timer = b.context.create_timer(min(now(b.context) + b.interval, deadline))
+            winner = yield b.context.task_any([finished, timer])
+            if winner == finished:
+                if not timer.is_completed:
+                    timer.cancel()
+                data = event_payload(finished.result)
+                if str(data.get("vm_id", "")).lower() == vm_id.lower():
+                    signalled = True
+                    b.status["sysprep_signal"] = "event"
+                else:
+                    b.status["ignored_signal"] = str(data.get("vm_id") or "no vm_id")[:200]
+                    finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
         run = yield from call(
             b.context, names.ACT_GET_RUN_COMMAND, {"vm_id": vm_id, "name": "sysprep"}
         )
-        if run.get("state") in {"Failed", "TimedOut", "Canceled"}:
+        vm = yield from call(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
+        stopped = vm.get("power_state") in STOPPED_POWER_STATES
+        if run.get("state") in {"Failed", "TimedOut", "Canceled"} and not stopped:
             detail = " | ".join(x for x in (run.get("error"), run.get("output")) if x)
             raise StepFailedError(f"sysprep failed: {detail}"[:2000])
-        vm = yield from call(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
-        if vm.get("power_state") in STOPPED_POWER_STATES:
-            b.status["sysprep_signal"] = "poll"
+        if stopped:
+            b.status.setdefault("sysprep_signal", "poll")
             return
         if now(b.context) >= deadline:
             raise StepFailedError("sysprep: the VM did not shut down before the deadline")
@@ -274,6 +332,8 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             # Seed 001: the source VM stays the authoritative, up-to-date image VM; capture
             # happens from a temporary clone of its OS disk.
             src = yield from call(context, names.ACT_GET_VM_STATE, {"vm_id": source_vm_id})
+            if not src.get("exists") or not src.get("os_disk_id"):
+                raise StepFailedError(f"the source VM {source_vm_id} does not exist")
             b.enter("customise", 20, "customise the authoritative source VM")
             yield from _customise(b, source_vm_id)
             b.enter("source", 46, "clone the source VM's OS disk")
@@ -342,7 +402,6 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             deadline=b.deadline + timedelta(hours=2),
             what="gallery version creation",
         )
-        b.enter("replicate", 80, "replicate to target regions")
         final = yield from _replicate(b, version_id)
         outcome["regions"] = final.get("regions")
         outcome["gallery"] = gallery
@@ -350,20 +409,31 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
         outcome["manifest"] = manifest
     except Exception as error:
         outcome["status"] = "failed"
-        outcome["error"] = str(error).split(" \n ", 1)[0]
+        outcome["error"] = failure_text(error)
         b.status["error"] = outcome["error"]
+    if outcome["status"] == "failed" and outcome.get("version_id"):
+        # A version from a failed build must never be activated later: delete it.
+        b.enter("cleanup", 94, "delete the failed build's gallery version")
+        try:
+            yield from _delete_and_wait(b, str(outcome["version_id"]), "the failed version")
+            outcome["version_deleted"] = True
+        except Exception as error:
+            outcome["cleanup_error"] = failure_text(error)
     # Clean-up runs in every outcome (termination is covered by the janitor, see cleanup.py).
     b.enter("cleanup", 96, "delete temporary resources")
-    cleaned = yield context.call_sub_orchestrator(
-        names.ORCH_CLEANUP_BUILD,
-        {
-            "resource_group": b.plan.get("resource_group"),
-            "build_id": b.build_id,
-            "poll_seconds": int(b.interval.total_seconds()),
-        },
-        f"{context.instance_id}:cleanup",
-    )
-    outcome["cleanup"] = cleaned
+    try:
+        outcome["cleanup"] = yield context.call_sub_orchestrator(
+            names.ORCH_CLEANUP_BUILD,
+            {
+                "resource_group": b.plan.get("resource_group"),
+                "build_id": b.build_id,
+                "image": b.image,
+                "poll_seconds": int(b.interval.total_seconds()),
+            },
+            f"{context.instance_id}:cleanup",
+        )
+    except Exception as error:  # what is left, the janitor finds by tag
+        outcome["cleanup_error"] = failure_text(error)
     outcome["phase_seconds"] = b.finish_timings()
     if outcome["status"] == "staged":
         yield from call(
@@ -371,6 +441,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             names.ACT_PUBLISH_EVENT,
             {
                 "event_type": names.EG_IMAGE_VERSION_STAGED,
+                "event_id": f"staged-{b.build_id}",
                 "subject": f"images/{b.image}/versions/{outcome['version']}",
                 "data": {
                     "image": b.image,

@@ -34,7 +34,9 @@ def cleanup_build(context: df.DurableOrchestrationContext) -> Flow:
     build_id = args["build_id"]
     interval = timedelta(seconds=int(args.get("poll_seconds") or 10))
     deadline = now(context) + timedelta(hours=1)
-    query = {"resource_group": args.get("resource_group"), "build_id": build_id}
+    query: dict[str, Any] = {"resource_group": args.get("resource_group"), "build_id": build_id}
+    if args.get("image"):
+        query["image"] = args["image"]
     deleted: list[str] = []
     for _round in range(3):
         listed = yield from call(context, names.ACT_LIST_BUILD_RESOURCES, query)
@@ -49,7 +51,11 @@ def cleanup_build(context: df.DurableOrchestrationContext) -> Flow:
                 {"phase": "cleanup", "deleting": batch[0].get("type"), "count": len(batch)}
             )
             for resource in batch:
-                yield from call(context, names.ACT_DELETE_RESOURCE, {"resource_id": resource["id"]})
+                yield from call(
+                    context,
+                    names.ACT_DELETE_RESOURCE,
+                    {"resource_id": resource["id"], "build_id": build_id},
+                )
             for resource in batch:
                 yield from wait(
                     context,

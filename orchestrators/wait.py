@@ -125,7 +125,9 @@ def wait_for_operation(context: df.DurableOrchestrationContext) -> Flow:
     for _ in range(POLLS_PER_EXECUTION):
         state: dict[str, Any] = yield from call(context, spec["activity"], spec["payload"])
         current = now(context)
-        context.set_custom_status({"what": what, "state": state, "at": current.isoformat()})
+        # Progress only: guest output (which may hold anything a script printed) stays out.
+        shown = {k: v for k, v in state.items() if k not in {"output", "error"}}
+        context.set_custom_status({"what": what, "state": shown, "at": current.isoformat()})
         outcome = check(state, args)
         if outcome is True:
             return state
