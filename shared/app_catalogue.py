@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 from shared.domain.catalogue import Catalogue, CatalogueImage, load_catalogue
+from shared.errors import InputError
 from shared.settings import Settings, load_settings
 
 APP_ROOT = Path(__file__).resolve().parent.parent
@@ -28,7 +29,12 @@ def catalogue_file(settings: Settings | None = None) -> Path:
 def app_catalogue(settings: Settings | None = None) -> Catalogue:
     """The parsed catalogue (InputError naming each bad field if the file is invalid)."""
     path = catalogue_file(settings)
-    mtime = path.stat().st_mtime
+    try:
+        mtime = path.stat().st_mtime
+    except OSError as exc:
+        raise InputError.single(
+            "IMAGE_CATALOGUE_PATH", f"{path}: {exc.strerror or exc}", "catalogue unavailable"
+        ) from None
     with _lock:
         hit = _cache.get(path)
         if hit and hit[0] == mtime:

@@ -10,7 +10,7 @@ import azure.functions as func
 
 from orchestrators.build_queue import queue_instance_id
 from shared import names
-from shared.errors import FactoryError, InputError
+from shared.errors import InputError
 
 log = logging.getLogger("imagefactory.triggers")
 
@@ -55,27 +55,23 @@ def parse_json_body(req: func.HttpRequest, *, required: bool = False) -> dict[st
     return value
 
 
+def runtime_status(status: Any) -> str | None:
+    """The runtime status name of a DurableOrchestrationStatus (None: no such instance)."""
+    value = getattr(getattr(status, "runtime_status", None), "value", None)
+    return str(value) if value is not None else None
+
+
 async def request_build(client: Any, image: str, request: dict[str, Any]) -> dict[str, Any]:
     """Hand a build request to the image's queue, starting the queue if it is not running."""
     instance_id = queue_instance_id(image)
-    status = await client.get_status(instance_id)
-    runtime = getattr(getattr(status, "runtime_status", None), "value", None)
-    if runtime not in RUNNING:
+    if runtime_status(await client.get_status(instance_id)) not in RUNNING:
         try:
             await client.start_new(names.ORCH_IMAGE_BUILD_QUEUE, instance_id, {"image": image})
-        except Exception as exc:  # another request started it first: that is fine
-            if "already exists" not in str(exc).lower() and "409" not in str(exc):
+        except Exception:
+            # Another request may have started it between our read and our start: only then
+            # is the failure harmless.
+            if runtime_status(await client.get_status(instance_id)) not in RUNNING:
                 raise
     await client.raise_event(instance_id, names.EVT_BUILD_REQUESTED, request)
     log.info("build requested for %s with key %s", image, request.get("key"))
     return {"image": image, "queue_instance_id": instance_id, "key": request.get("key")}
-
-
-def describe_failure(error: Exception) -> tuple[int, str]:
-    """HTTP status and code for an exception raised while serving a request."""
-    if isinstance(error, InputError):
-        return 400, "InvalidInput"
-    if isinstance(error, FactoryError):
-        cls = type(error).__name__
-        return (404, "NotFound") if cls == "NotFoundError" else (409, cls)
-    return 500, "InternalError"

@@ -30,7 +30,7 @@ from triggers._common import (
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.triggers.builds")
 
-_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class BuildRequestBody(BaseModel):
@@ -40,7 +40,7 @@ class BuildRequestBody(BaseModel):
 
     reason: str = Field(default="manual", max_length=500)
     base_version: str | None = Field(default=None, pattern=r"^\d+\.\d+\.\d+$")
-    key: str | None = Field(default=None, pattern=_KEY.pattern)
+    key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     requested_by: str | None = Field(default=None, max_length=200)
 
 
@@ -58,6 +58,24 @@ def _status_json(status: Any) -> dict[str, Any] | None:
     }
 
 
+def _known_image(image: str) -> func.HttpResponse | None:
+    """None when ``image`` is in the catalogue, else the error response to send.
+
+    A client naming an unknown image gets 404; a catalogue or setting the operators broke is
+    not the caller's fault: 503 naming what to fix.
+    """
+    try:
+        find_image(image)
+    except NotFoundError as exc:
+        return error_response(404, "ImageNotFound", str(exc), image=image)
+    except (InputError, OSError) as exc:
+        log.error("catalogue unavailable: %s", exc)
+        return error_response(
+            503, "CatalogueUnavailable", f"the image catalogue cannot be read: {exc}"
+        )
+    return None
+
+
 @bp.route(route="images/{image}/builds", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def start_build(
@@ -65,18 +83,19 @@ async def start_build(
 ) -> func.HttpResponse:
     """Queue a build of one catalogue image."""
     image = req.route_params.get("image", "")
+    problem = _known_image(image)
+    if problem is not None:
+        return problem
     try:
-        find_image(image)
         body = BuildRequestBody.model_validate(parse_json_body(req))
         key = req.headers.get("Idempotency-Key") or body.key
-        if key is not None and not _KEY.match(key):
+        if key is not None and not _KEY.fullmatch(key):
             raise InputError.single("Idempotency-Key", "1-128 letters, digits or . _ : -")
     except ValidationError as exc:
-        return input_error_response(InputError(field_errors_from_pydantic(exc.errors())))  # type: ignore[arg-type]
+        errors = field_errors_from_pydantic(exc.errors())  # type: ignore[arg-type]
+        return input_error_response(InputError(errors))
     except InputError as exc:
         return input_error_response(exc)
-    except NotFoundError as exc:
-        return error_response(404, "ImageNotFound", str(exc), image=image)
     request = {
         "key": f"manual:{key}" if key else None,
         "reason": body.reason,
@@ -96,10 +115,9 @@ async def get_build_queue(
 ) -> func.HttpResponse:
     """The image's build queue: what runs, what waits, recent outcomes."""
     image = req.route_params.get("image", "")
-    try:
-        find_image(image)
-    except NotFoundError as exc:
-        return error_response(404, "ImageNotFound", str(exc), image=image)
+    problem = _known_image(image)
+    if problem is not None:
+        return problem
     status = _status_json(await client.get_status(queue_instance_id(image)))
     return json_response({"image": image, "queue": status})
 
@@ -111,7 +129,7 @@ async def get_build(
 ) -> func.HttpResponse:
     """One build: phase, percent, current operation; output when it ended."""
     build_id = req.route_params.get("build_id", "")
-    if not _KEY.match(build_id):
+    if not _KEY.fullmatch(build_id):
         return error_response(400, "InvalidInput", "build_id: not a build id", field="build_id")
     status = _status_json(await client.get_status(f"build:{build_id}"))
     if status is None:

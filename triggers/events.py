@@ -1,4 +1,4 @@
-"""Event Grid: marketplace images published, sysprep finished, resource actions.
+"""Event Grid: marketplace images published, sysprep finished.
 
 Every event comes from outside, so each is validated before it acts: its type, its fields and
 the subscription it is about. A malformed or foreign event is logged with its reason and
@@ -18,15 +18,10 @@ from shared import names
 from shared.app_catalogue import app_catalogue
 from shared.domain.events import Accepted, classify_event, marketplace_request_key
 from shared.settings import load_settings
-from triggers._common import request_build
+from triggers._common import request_build, runtime_status
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.triggers.events")
-
-VM_STOP_OPERATIONS = {
-    "microsoft.compute/virtualmachines/deallocate/action",
-    "microsoft.compute/virtualmachines/poweroff/action",
-}
 
 
 def _event_fields(event: func.EventGridEvent) -> tuple[str, str, Any, str]:
@@ -82,24 +77,23 @@ async def on_marketplace_image_published(
 async def on_sysprep_signal(
     event: func.EventGridEvent, client: df.DurableOrchestrationClient
 ) -> None:
-    """Sysprep finished on a build VM: wake the build that waits for it."""
-    accepted = _classify(
-        event, {names.EG_SYSPREP_FINISHED, "Microsoft.Resources.ResourceActionSuccess"}
-    )
+    """Sysprep finished on a build VM: wake the build that waits for it.
+
+    The build checks the VM id it carries and the VM's state before it acts, so this trigger
+    only validates the event and forwards it. (A guest-initiated shutdown at the end of sysprep
+    emits no ARM event, so resource events are not a sysprep signal.)
+    """
+    accepted = _classify(event, {names.EG_SYSPREP_FINISHED})
     if accepted is None:
         return
-    if accepted.event_type == names.EG_SYSPREP_FINISHED:
-        build_id = accepted.data["build_id"]
-    else:
-        operation = str(accepted.data.get("operationName", "")).lower()
-        build_id = accepted.data.get("build_id")
-        if operation not in VM_STOP_OPERATIONS or not build_id:
-            log.info("ignored resource action %s: not a build VM stopping", operation)
-            return
+    build_id = str(accepted.data["build_id"])
     instance_id = f"build:{build_id}"
     status = await client.get_status(instance_id)
-    runtime = getattr(getattr(status, "runtime_status", None), "value", None)
-    if runtime not in {"Running", "Pending"}:
-        log.warning("sysprep signal for build %s, which is not running (%s)", build_id, runtime)
+    if runtime_status(status) not in {"Running", "Pending"}:
+        log.warning("sysprep signal for build %s, which is not running", build_id)
         return
-    await client.raise_event(instance_id, names.EVT_SYSPREP_FINISHED, {"source": event.id})
+    await client.raise_event(
+        instance_id,
+        names.EVT_SYSPREP_FINISHED,
+        {"build_id": build_id, "vm_id": accepted.data["vm_id"], "event_id": event.id},
+    )
