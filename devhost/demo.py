@@ -299,7 +299,19 @@ def _print_summary(result: dict[str, Any]) -> None:
     print(f"{'regions':>22}: {json.dumps(result.get('regions'), default=str)}")
     print(f"{'phase_seconds':>22}: {json.dumps(result.get('phase_seconds'))}")
     print(f"{'resources_left_behind':>22}: {result.get('resources_left_behind') or 'none'}")
-    print(f"{'manifest':>22}: {json.dumps(result.get('manifest'), indent=2, default=str)}")
+    manifest = result.get("manifest") or {}
+    base = manifest.get("base") or {}
+    print(
+        f"{'base image':>22}: {base.get('publisher')}/{base.get('offer')}/{base.get('sku')} "
+        f"{base.get('version')}"
+    )
+    print(f"{'catalogue hash':>22}: {manifest.get('catalogue_hash')}")
+    for step in manifest.get("steps") or []:
+        print(
+            f"{'step':>22}: {step.get('step', step.get('name'))} ({step.get('kind')}) "
+            f"{step.get('state')} {step.get('started', '')[11:16]}-{step.get('ended', '')[11:16]}"
+            f" sha256:{str(step.get('content_hash'))[:12]}"
+        )
     if result.get("error"):
         print(f"{'error':>22}: {result['error']}")
 
