@@ -580,14 +580,16 @@ def report(
     measured: str,
     machine: str,
     load: str,
+    code: str = "",
 ) -> str:
+    """The section's markdown; ``code`` says which code was measured (e.g. " at commit abc")."""
     worst = max(r["overhead_pct"] for r in main_runs)
     verdict = "met" if worst <= TARGET_OVERHEAD_PERCENT else "NOT met"
     every = [*main_runs, *sweep_runs]
     throttling = "on" if all(r["throttling_enabled"] for r in every) else "OFF"
     main_429 = sum(r["throttled_429_total"] for r in main_runs)
     parts = [
-        f"Measured {measured} on this machine (Python {machine}) with\n`{command}`.",
+        f"Measured {measured}{code} on this machine (Python {machine}) with\n`{command}`.",
         "Each build runs in its own process: the local world (emulator + devhost on one "
         "virtual clock, the real app) with the bundled scenario (seed overridden) and "
         "catalogue; a newer marketplace image is published and the hourly watch starts the "
@@ -614,12 +616,65 @@ def report(
         slack_table(main_runs),
         "### ARM requests by operation",
         requests_table(main_runs),
-        "### Polling interval: ARM requests against slack",
-        f"Seed {sweep_runs[0]['seed'] if sweep_runs else '-'}, `POLL_INTERVAL_SECONDS` passed as "
-        "an app setting (gallery waits poll every max(interval, 60 s) whatever the setting):",
-        sweep_table(sweep_runs),
     ]
+    if sweep_runs:
+        parts += [
+            "### Polling interval: ARM requests against slack",
+            f"Seed {sweep_runs[0]['seed']}, `POLL_INTERVAL_SECONDS` passed as an app setting "
+            "(gallery waits poll every max(interval, 60 s) whatever the setting):",
+            sweep_table(sweep_runs),
+            sweep_verdict(sweep_runs),
+        ]
     return "\n\n".join(parts)
+
+
+def sweep_verdict(runs: Sequence[Mapping[str, Any]]) -> str:
+    """One sentence: which intervals keep the overhead target, which draw 429s."""
+    ordered = sorted(runs, key=lambda r: r["poll_seconds"])
+    within = [r["poll_seconds"] for r in ordered if r["overhead_pct"] <= TARGET_OVERHEAD_PERCENT]
+    beyond = [r["poll_seconds"] for r in ordered if r["overhead_pct"] > TARGET_OVERHEAD_PERCENT]
+    throttled = [r for r in ordered if r["throttled_429_in_window"]]
+    text = (
+        f"Within the {TARGET_OVERHEAD_PERCENT:g} % target: {_seconds_list(within)}; "
+        f"beyond it: {_seconds_list(beyond)}."
+    )
+    if throttled:
+        limits = sorted({k for r in throttled for k in r.get("throttled_429_by_bucket") or {}})
+        text += (
+            f" 429s served at {_seconds_list([r['poll_seconds'] for r in throttled])} "
+            f"(limits hit: {', '.join(limits) or 'unknown'})."
+        )
+    else:
+        text += " No interval drew a 429."
+    return text
+
+
+def _seconds_list(values: Sequence[int]) -> str:
+    return ", ".join(f"{v} s" for v in values) if values else "none"
+
+
+def code_state() -> str:
+    """ " at commit <sha>", naming tracked files changed outside bench/, docs/ and tests/ (they
+    would make the figures differ from the commit's); "" without git."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False
+        )
+        return done.stdout if done.returncode == 0 else ""
+
+    sha = git("rev-parse", "--short", "HEAD").strip()
+    if not sha:
+        return ""
+    changed = [
+        line[3:].strip()
+        for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
+        if len(line) > 3 and not line[3:].startswith(("bench/", "docs/", "tests/"))
+    ]
+    if not changed:
+        return f" at commit {sha}"
+    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    return f" at commit {sha} with uncommitted changes in {shown}"
 
 
 def command_line(seeds: str, polls: str, write: bool) -> str:
@@ -695,6 +750,7 @@ def main(argv: list[str]) -> int:
         measured=f"{datetime.now(UTC):%Y-%m-%d}",
         machine=machine,
         load=load,
+        code=code_state(),
     )
     print(text)
     if args.json:

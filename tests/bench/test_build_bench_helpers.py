@@ -22,6 +22,7 @@ from bench.build_bench import (
     slack_by_kind,
     slack_gaps,
     slack_table,
+    sweep_verdict,
     union_seconds,
 )
 
@@ -290,6 +291,24 @@ def test_replace_section_replaces_only_its_own_section() -> None:
 def test_replace_section_in_the_middle_keeps_what_follows() -> None:
     doc = "# P\n\n## A\n\na\n\n## B\n\nb\n\n## C\n\nc\n"
     assert replace_section(doc, "## B", "B2") == "# P\n\n## A\n\na\n\n## B\n\nB2\n\n## C\n\nc\n"
+
+
+def test_sweep_verdict_names_intervals_within_the_target_and_those_that_drew_429s() -> None:
+    def run(poll: int, pct: float, throttled: int = 0) -> dict[str, object]:
+        buckets = {"GetVMPerVM": throttled} if throttled else {}
+        return {
+            "poll_seconds": poll,
+            "overhead_pct": pct,
+            "throttled_429_in_window": throttled,
+            "throttled_429_by_bucket": buckets,
+        }
+
+    text = sweep_verdict([run(30, 2.5), run(3, 0.7, throttled=34), run(10, 1.2)])
+    assert text == (
+        "Within the 2 % target: 3 s, 10 s; beyond it: 30 s. "
+        "429s served at 3 s (limits hit: GetVMPerVM)."
+    )
+    assert sweep_verdict([run(10, 1.2)]).endswith("beyond it: none. No interval drew a 429.")
 
 
 def test_command_line_names_only_what_differs_from_the_defaults() -> None:
