@@ -91,7 +91,7 @@ def local_world(
         running.url, str(running.ca_path), sc.default_subscription, Path(catalogue)
     )
     settings.update(extra_settings or {})
-    before = {k: os.environ.get(k) for k in settings}
+    before = {k: os.environ.get(k) for k in [*settings, "SYSPREP_SIGNAL_URL"]}
     os.environ.update(settings)
     host = None
     try:
@@ -108,8 +108,9 @@ def local_world(
         ).start()
         world = World(running, host, clock, settings, state_dir, before)
         sysprep_hook = world.webhook("on_sysprep_signal")
-        os.environ["SYSPREP_SIGNAL_URL"] = sysprep_hook
-        settings["SYSPREP_SIGNAL_URL"] = sysprep_hook
+        if "SYSPREP_SIGNAL_URL" not in (extra_settings or {}):  # a caller may turn it off
+            os.environ["SYSPREP_SIGNAL_URL"] = sysprep_hook
+            settings["SYSPREP_SIGNAL_URL"] = sysprep_hook
         events = running.emu.events
         events.subscribe(
             {
@@ -136,7 +137,6 @@ def local_world(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        os.environ.pop("SYSPREP_SIGNAL_URL", None)
 
 
 def follow_build(
@@ -154,6 +154,10 @@ def follow_build(
         running = custom.get("running") or {}
         if running.get("build_id"):
             build_id = running["build_id"]
+        elif build_id is None:  # a build may start and end between two looks
+            done = [r for r in custom.get("recent") or [] if r.get("build_id")]
+            if done:
+                build_id = done[-1]["build_id"]
         if build_id:
             status = world.status(f"build:{build_id}") or {}
             custom_b = status.get("customStatus") or {}
@@ -224,7 +228,7 @@ def _first_marketplace_image(catalogue: Path) -> dict[str, Any]:
 
     for image in load_catalogue(catalogue).images:
         base = image.marketplace_base()
-        if base is not None:
+        if base is not None and base.follows_latest:
             return {
                 "name": image.name,
                 "publisher": base.publisher,
@@ -232,7 +236,7 @@ def _first_marketplace_image(catalogue: Path) -> dict[str, Any]:
                 "sku": base.sku,
                 "location": image.build.location,
             }
-    raise SystemExit(f"{catalogue}: no image is built from a marketplace base")
+    raise SystemExit(f"{catalogue}: no image follows the latest version of a marketplace base")
 
 
 def emulator_admin(world: World, method: str, path: str, body: Any = None) -> Any:
