@@ -27,7 +27,6 @@ from activities._plan import BuildPlan
 from shared import names
 from shared.azure import compute, eventgrid, gallery
 from shared.azure.models import (
-    ArmId,
     AttachSource,
     GallerySource,
     ImageDefinitionSpec,
@@ -38,7 +37,7 @@ from shared.azure.models import (
     VmSpec,
 )
 from shared.domain.naming import BuildRole, build_resource_tags
-from shared.domain.resources import TAG_BUILD_ID, TAG_IMAGE, tag_value
+from shared.domain.resources import TAG_BUILD_ID, TAG_IMAGE, ResourceId, tag_value
 from shared.errors import (
     ConflictError,
     InputError,
@@ -84,13 +83,6 @@ def parse(model: type[M], payload: object) -> M:
             field_errors_from_pydantic([dict(e) for e in error.errors()]),
             f"invalid input for {model.__name__}",
         ) from None
-
-
-def _vm_arm(vm_id: str, field_name: str = "vm_id") -> ArmId:
-    arm = ArmId.parse(vm_id, field_name)
-    if not arm.is_type(compute.VM_TYPE):
-        raise InputError.single(field_name, f"expected a virtual machine id, got a {arm.type} id")
-    return arm
 
 
 class PlanInput(_Input):
@@ -275,9 +267,7 @@ def _admin_password() -> str:
 
 def _vm_source(plan: BuildPlan, os_disk_id: str | None) -> VmSource:
     if os_disk_id:
-        arm = ArmId.parse(os_disk_id, "os_disk_id")
-        if not arm.is_type(compute.DISK_TYPE):
-            raise InputError.single("os_disk_id", f"expected a managed disk id, got {arm.type}")
+        ResourceId.parse(os_disk_id, "os_disk_id", compute.DISK_TYPE)
         return AttachSource(os_disk_id=os_disk_id)
     source = plan.source
     if source.kind == "marketplace":
@@ -345,7 +335,7 @@ class VmInput(_Input):
 @_registered(names.ACT_GET_VM_STATE)
 def get_vm_state(payload: Any) -> dict[str, Any]:
     args = parse(VmInput, payload)
-    _vm_arm(args.vm_id)
+    ResourceId.parse(args.vm_id, "vm_id", compute.VM_TYPE)
     state = compute.get_vm(load_settings(), args.vm_id)
     return {
         "exists": state.exists,
@@ -362,7 +352,7 @@ def get_vm_state(payload: Any) -> dict[str, Any]:
 def deallocate_vm(payload: Any) -> dict[str, Any]:
     """Start deallocating the VM (a repeat on a deallocated VM is harmless)."""
     args = parse(VmInput, payload)
-    _vm_arm(args.vm_id)
+    ResourceId.parse(args.vm_id, "vm_id", compute.VM_TYPE)
     compute.begin_deallocate_vm(load_settings(), args.vm_id)
     return {"started": True}
 
@@ -371,7 +361,7 @@ def deallocate_vm(payload: Any) -> dict[str, Any]:
 def generalize_vm(payload: Any) -> dict[str, Any]:
     """Mark the sysprepped, deallocated VM generalized (skipped when it already is)."""
     args = parse(VmInput, payload)
-    _vm_arm(args.vm_id)
+    ResourceId.parse(args.vm_id, "vm_id", compute.VM_TYPE)
     settings = load_settings()
     state = compute.get_vm(settings, args.vm_id)
     if not state.exists:
@@ -395,7 +385,7 @@ class RunCommandInput(_Input):
 def start_run_command(payload: Any) -> dict[str, Any]:
     """Start a managed run command; an existing one with the same script is not re-run."""
     args = parse(RunCommandInput, payload)
-    _vm_arm(args.vm_id)
+    ResourceId.parse(args.vm_id, "vm_id", compute.VM_TYPE)
     settings = load_settings()
     existing = compute.get_run_command(settings, args.vm_id, args.name)
     if existing.exists and list(existing.script) == list(args.script):
@@ -417,7 +407,7 @@ class RunCommandRef(_Input):
 @_registered(names.ACT_GET_RUN_COMMAND)
 def get_run_command(payload: Any) -> dict[str, Any]:
     args = parse(RunCommandRef, payload)
-    _vm_arm(args.vm_id)
+    ResourceId.parse(args.vm_id, "vm_id", compute.VM_TYPE)
     state = compute.get_run_command(load_settings(), args.vm_id, args.name)
     if not state.exists:
         raise NotFoundError(f"run command {args.name} does not exist on {args.vm_id}")
@@ -445,7 +435,7 @@ class SnapshotInput(_Input):
 def create_snapshot(payload: Any) -> dict[str, Any]:
     """Create-or-get a full snapshot of an OS disk."""
     args = parse(SnapshotInput, payload)
-    ArmId.parse(args.source_disk_id, "source_disk_id")
+    ResourceId.parse(args.source_disk_id, "source_disk_id")
     settings = load_settings()
     plan = args.plan
     snap_id = compute.snapshot_id(settings, plan.resource_group, args.name)
@@ -473,7 +463,7 @@ class DiskFromSnapshotInput(_Input):
 def create_disk_from_snapshot(payload: Any) -> dict[str, Any]:
     """Create-or-get a managed disk copied from a snapshot."""
     args = parse(DiskFromSnapshotInput, payload)
-    ArmId.parse(args.snapshot_id, "snapshot_id")
+    ResourceId.parse(args.snapshot_id, "snapshot_id")
     settings = load_settings()
     plan = args.plan
     disk_id = compute.disk_id(settings, plan.resource_group, args.name)
@@ -523,7 +513,7 @@ class CreateVersionInput(_Input):
 def create_image_version(payload: Any) -> dict[str, Any]:
     """Create-or-get the staged gallery version (excluded from latest, tagged, end of life)."""
     args = parse(CreateVersionInput, payload)
-    _vm_arm(args.source_vm_id, "source_vm_id")
+    ResourceId.parse(args.source_vm_id, "source_vm_id", compute.VM_TYPE)
     settings = load_settings()
     plan = args.plan
     g = plan.gallery

@@ -25,7 +25,6 @@ from azure.mgmt.core.exceptions import ARMErrorFormat
 from shared.azure.clients import compute_client
 from shared.azure.errors import absent_as_none, azure_call
 from shared.azure.models import (
-    ArmId,
     AttachSource,
     GallerySource,
     MarketplaceSource,
@@ -37,14 +36,14 @@ from shared.azure.models import (
     resource_id,
 )
 from shared.domain.naming import build_id_from_resource_name, build_token
-from shared.domain.resources import TAG_BUILD_ID, tag_value
+from shared.domain.resources import DISK_TYPE as DISK_TYPE
+from shared.domain.resources import NIC_TYPE as NIC_TYPE
+from shared.domain.resources import SNAPSHOT_TYPE as SNAPSHOT_TYPE
+from shared.domain.resources import TAG_BUILD_ID, ResourceId, tag_value
+from shared.domain.resources import VM_TYPE as VM_TYPE
 from shared.errors import InputError, PermanentError
 from shared.settings import Settings
 
-VM_TYPE: Final = "Microsoft.Compute/virtualMachines"
-DISK_TYPE: Final = "Microsoft.Compute/disks"
-SNAPSHOT_TYPE: Final = "Microsoft.Compute/snapshots"
-NIC_TYPE: Final = "Microsoft.Network/networkInterfaces"
 NETWORK_API_VERSION: Final = "2024-05-01"
 # The API version the VM uses to create its NIC from networkInterfaceConfigurations.
 VM_NETWORK_API_VERSION: Final = "2022-11-01"
@@ -66,13 +65,6 @@ def client_for(settings: Settings, subscription_id: str | None = None) -> Comput
     if subscription_id and subscription_id.lower() == settings.subscription_id.lower():
         subscription_id = None
     return compute_client(settings, subscription_id)
-
-
-def _arm(resource: str, expected: str, field_name: str) -> ArmId:
-    arm = ArmId.parse(resource, field_name)
-    if not arm.is_type(expected):
-        raise InputError.single(field_name, f"expected a {expected} id, got a {arm.type} id")
-    return arm
 
 
 # ---- virtual machines -------------------------------------------------------------------
@@ -170,7 +162,7 @@ def _vm_error(statuses: Iterable[models.InstanceViewStatus]) -> str | None:
 
 def get_vm(settings: Settings, vm: str) -> VmState:
     """The VM's provisioning and power state (``exists=False`` when there is none)."""
-    arm = _arm(vm, VM_TYPE, "vm_id")
+    arm = ResourceId.parse(vm, "vm_id", VM_TYPE)
     client = client_for(settings, arm.subscription_id)
     found = absent_as_none(
         f"get VM {arm.name}",
@@ -208,7 +200,7 @@ def get_vm(settings: Settings, vm: str) -> VmState:
 
 
 def begin_deallocate_vm(settings: Settings, vm: str) -> None:
-    arm = _arm(vm, VM_TYPE, "vm_id")
+    arm = ResourceId.parse(vm, "vm_id", VM_TYPE)
     client = client_for(settings, arm.subscription_id)
     with azure_call(f"deallocate VM {arm.name}"):
         client.virtual_machines.begin_deallocate(arm.resource_group, arm.name, polling=False)
@@ -216,7 +208,7 @@ def begin_deallocate_vm(settings: Settings, vm: str) -> None:
 
 def generalize_vm(settings: Settings, vm: str) -> None:
     """Mark a deallocated, sysprepped VM generalized (a synchronous POST)."""
-    arm = _arm(vm, VM_TYPE, "vm_id")
+    arm = ResourceId.parse(vm, "vm_id", VM_TYPE)
     client = client_for(settings, arm.subscription_id)
     with azure_call(f"generalize VM {arm.name}"):
         client.virtual_machines.generalize(arm.resource_group, arm.name)
@@ -243,7 +235,7 @@ def _run_state(execution: str | None, provisioning: str | None) -> str:
 
 def get_run_command(settings: Settings, vm: str, name: str) -> RunCommandState:
     """A managed run command with its instance view (``exists=False`` when there is none)."""
-    arm = _arm(vm, VM_TYPE, "vm_id")
+    arm = ResourceId.parse(vm, "vm_id", VM_TYPE)
     client = client_for(settings, arm.subscription_id)
     found = absent_as_none(
         f"get run command {name} on {arm.name}",
@@ -280,7 +272,7 @@ def begin_run_command(
     location: str,
 ) -> str:
     """PUT a managed run command (it starts running; nothing waits). Returns its id."""
-    arm = _arm(vm, VM_TYPE, "vm_id")
+    arm = ResourceId.parse(vm, "vm_id", VM_TYPE)
     client = client_for(settings, arm.subscription_id)
     body = {
         "location": location,
@@ -318,7 +310,7 @@ def begin_create_snapshot(
     tags: Mapping[str, str],
 ) -> str:
     """Start a full snapshot of a managed disk (or a copy of a snapshot). Returns its id."""
-    source = ArmId.parse(source_disk_id, "source_disk_id")
+    source = ResourceId.parse(source_disk_id, "source_disk_id")
     if not (source.is_type(DISK_TYPE) or source.is_type(SNAPSHOT_TYPE)):
         raise InputError.single(
             "source_disk_id", f"expected a managed disk or snapshot id, got a {source.type} id"
@@ -350,7 +342,7 @@ def begin_create_disk_from_snapshot(
     storage_account_type: str = "StandardSSD_LRS",
 ) -> str:
     """Start a managed disk copied from a snapshot (OS type and generation come with it)."""
-    _arm(source_snapshot_id, SNAPSHOT_TYPE, "snapshot_id")
+    ResourceId.parse(source_snapshot_id, "snapshot_id", SNAPSHOT_TYPE)
     body = {
         "location": location,
         "tags": dict(tags),
@@ -392,7 +384,7 @@ def arm_nic_request(
     return response
 
 
-def _nic_state(settings: Settings, arm: ArmId) -> ResourceState:
+def _nic_state(settings: Settings, arm: ResourceId) -> ResourceState:
     response = absent_as_none(
         f"get NIC {arm.name}",
         lambda: arm_nic_request(settings, "GET", str(arm), arm.subscription_id),
@@ -434,7 +426,7 @@ def list_nics(settings: Settings, resource_group: str) -> list[TaggedResource]:
 
 def get_resource_state(settings: Settings, resource: str) -> ResourceState:
     """Whether a VM, disk, snapshot or NIC exists, and its provisioning state."""
-    arm = ArmId.parse(resource, "resource_id")
+    arm = ResourceId.parse(resource, "resource_id")
     client = client_for(settings, arm.subscription_id)
     if arm.is_type(NIC_TYPE):
         return _nic_state(settings, arm)
@@ -466,7 +458,7 @@ DELETABLE_TYPES: Final = (VM_TYPE, DISK_TYPE, SNAPSHOT_TYPE, NIC_TYPE)
 
 def begin_delete_resource(settings: Settings, resource: str) -> bool:
     """Start deleting a build VM, disk, snapshot or NIC; False when it was already absent."""
-    arm = ArmId.parse(resource, "resource_id")
+    arm = ResourceId.parse(resource, "resource_id")
     if not any(arm.is_type(t) for t in DELETABLE_TYPES):
         raise InputError.single(
             "resource_id",

@@ -18,7 +18,6 @@ from azure.mgmt.compute import models
 from shared.azure.compute import client_for, text_of
 from shared.azure.errors import absent_as_none, azure_call
 from shared.azure.models import (
-    ArmId,
     GalleryState,
     ImageDefinitionSpec,
     ImageDefinitionState,
@@ -27,13 +26,17 @@ from shared.azure.models import (
     RegionReplication,
     resource_id,
 )
-from shared.domain.resources import TAG_BASE_IMAGE_VERSION, tag_value
-from shared.errors import InputError
+from shared.domain.resources import (
+    GALLERY_VERSION_TYPE,
+    TAG_BASE_IMAGE_VERSION,
+    ResourceId,
+    tag_value,
+)
 from shared.settings import Settings
 
 GALLERY_TYPE: Final = "Microsoft.Compute/galleries"
 IMAGE_TYPE: Final = "Microsoft.Compute/galleries/images"
-VERSION_TYPE: Final = "Microsoft.Compute/galleries/images/versions"
+VERSION_TYPE: Final = GALLERY_VERSION_TYPE
 
 __all__ = [
     "GALLERY_TYPE",
@@ -229,9 +232,7 @@ def _version_state(found: models.GalleryImageVersion, fallback_id: str) -> Image
 
 def get_image_version(settings: Settings, version: str) -> ImageVersionState:
     """A gallery version with its replication status per region."""
-    arm = ArmId.parse(version, "version_id")
-    if not arm.is_type(VERSION_TYPE):
-        raise InputError.single("version_id", f"expected a {VERSION_TYPE} id, got {arm.type}")
+    arm = ResourceId.parse(version, "version_id", VERSION_TYPE)
     gallery, image, name = arm.names
     client = client_for(settings, arm.subscription_id)
     found = absent_as_none(

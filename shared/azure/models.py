@@ -1,71 +1,16 @@
-"""Typed values the Azure gateways return (frozen dataclasses), and ARM resource ids.
+"""Typed values the Azure gateways return (frozen dataclasses), and building ARM resource ids.
 
 Gateways translate SDK models into these so the rest of the app never touches SDK types; the
-activities turn them into plain dicts with :meth:`to_dict`.
+activities turn them into plain dicts with :meth:`to_dict`. Ids are *parsed* by the domain's
+:class:`shared.domain.resources.ResourceId`.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
-
-from shared.errors import InputError
-
-_ID = re.compile(
-    r"^/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)"
-    r"/providers/(?P<ns>[^/]+)/(?P<rest>[^?#]+?)/?$",
-    re.IGNORECASE,
-)
-
-
-@dataclass(frozen=True)
-class ArmId:
-    """A parsed ARM resource id: ``/subscriptions/S/resourceGroups/RG/providers/NS/t1/n1/t2/n2``."""
-
-    subscription_id: str
-    resource_group: str
-    namespace: str
-    types: tuple[str, ...]
-    names: tuple[str, ...]
-
-    @classmethod
-    def parse(cls, resource_id: str, field_name: str = "resource_id") -> ArmId:
-        """Parse ``resource_id``; an InputError naming ``field_name`` when it is not an ARM id."""
-        match = _ID.match(resource_id.strip()) if isinstance(resource_id, str) else None
-        if match is None:
-            raise InputError.single(field_name, f"not an ARM resource id: {resource_id!r}")
-        parts = match.group("rest").split("/")
-        if len(parts) % 2 != 0 or any(not p for p in parts):
-            raise InputError.single(field_name, f"not an ARM resource id: {resource_id!r}")
-        return cls(
-            subscription_id=match.group("sub"),
-            resource_group=match.group("rg"),
-            namespace=match.group("ns"),
-            types=tuple(parts[0::2]),
-            names=tuple(parts[1::2]),
-        )
-
-    @property
-    def type(self) -> str:
-        """``Microsoft.Compute/virtualMachines``, ``Microsoft.Compute/galleries/images``, ..."""
-        return "/".join((self.namespace, *self.types))
-
-    @property
-    def name(self) -> str:
-        return self.names[-1]
-
-    def is_type(self, resource_type: str) -> bool:
-        return self.type.lower() == resource_type.lower()
-
-    def __str__(self) -> str:
-        path = "/".join(f"{t}/{n}" for t, n in zip(self.types, self.names, strict=True))
-        return (
-            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-            f"/providers/{self.namespace}/{path}"
-        )
 
 
 def resource_id(subscription_id: str, resource_group: str, resource_type: str, *names: str) -> str:

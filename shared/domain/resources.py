@@ -115,6 +115,21 @@ class ResourceId:
     def is_type(self, resource_type: str) -> bool:
         return self.type.lower() == resource_type.lower()
 
+    @classmethod
+    def parse(
+        cls, text: str, field_name: str = "resource_id", expected_type: str | None = None
+    ) -> ResourceId:
+        """Parse ``text`` as an id (of ``expected_type`` when given); an InputError naming
+        ``field_name`` otherwise. :func:`parse_resource_id` is the lookup that never raises."""
+        parsed = parse_resource_id(text)
+        if parsed is None:
+            raise InputError.single(field_name, f"not an ARM resource id: {text!r}")
+        if expected_type is not None and not parsed.is_type(expected_type):
+            raise InputError.single(
+                field_name, f"expected a {expected_type} id, got a {parsed.type} id"
+            )
+        return parsed
+
     def __str__(self) -> str:
         path = "/".join(f"{t}/{n}" for t, n in zip(self.types, self.names, strict=True))
         return (

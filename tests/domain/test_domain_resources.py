@@ -6,6 +6,7 @@ import pytest
 
 from shared.domain import resources
 from shared.domain.resources import (
+    ResourceId,
     check_tags,
     parse_resource_id,
     subscription_of,
@@ -94,6 +95,17 @@ def test_parse_nested_resource_id() -> None:
 )
 def test_not_resource_ids(text: str) -> None:
     assert parse_resource_id(text) is None
+    with pytest.raises(InputError) as caught:
+        ResourceId.parse(text, "vm_id")
+    assert caught.value.errors[0].path == "vm_id"
+
+
+def test_parse_checks_the_expected_type() -> None:
+    assert ResourceId.parse(VM_ID, "vm_id", resources.VM_TYPE) == parse_resource_id(VM_ID)
+    with pytest.raises(InputError) as caught:
+        ResourceId.parse(VM_ID, "os_disk_id", resources.DISK_TYPE)
+    assert caught.value.errors[0].path == "os_disk_id"
+    assert "expected a Microsoft.Compute/disks id" in caught.value.errors[0].reason
 
 
 def test_subscription_of_scopes_and_ids() -> None:
