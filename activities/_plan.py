@@ -7,7 +7,6 @@ unchanged and validates it with :class:`BuildPlan` (a bad field becomes an Input
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,27 +19,10 @@ from shared.azure.models import resource_id
 from shared.domain.catalogue import CatalogueImage, catalogue_hash
 from shared.domain.events import sysprep_finished_event
 from shared.domain.manifest import MAX_MANIFEST_PARTS, BuildManifest, manifest_tags
-from shared.domain.naming import BuildResourceNames, build_resource_names, display_name
-from shared.domain.resources import (
-    MAX_TAG_VALUE,
-    MAX_TAGS,
-    TAG_BASE_IMAGE,
-    TAG_BASE_IMAGE_VERSION,
-    TAG_BUILD_ID,
-    TAG_BUILT,
-    TAG_CATALOGUE_HASH,
-    TAG_DISPLAY_NAME,
-    TAG_IMAGE,
-    TAG_LAST_ALLOCATED,
-    TAG_OS,
-    TAG_OWNER,
-    TAG_STATE,
-    TAG_WORKLOAD,
-    check_tags,
-    tag_value,
-)
+from shared.domain.naming import BuildResourceNames, build_resource_names, version_tags
+from shared.domain.resources import MAX_TAGS, TAG_LAST_ALLOCATED, check_tags, tag_value
 from shared.domain.steps import health_check_script, pre_capture_script, sysprep_script
-from shared.domain.versions import ImageVersion, VersionState, next_version
+from shared.domain.versions import ImageVersion, next_version
 from shared.errors import ConflictError, FieldError, InputError, NotFoundError, PermanentError
 from shared.settings import Settings
 
@@ -102,9 +84,8 @@ class PlanNames(_Part):
     snapshot: str = Field(min_length=1)
     clone_disk: str = Field(min_length=1)
     clone_vm: str = Field(min_length=1)
+    clone_nic: str = Field(min_length=1)
     computer_name: str = Field(min_length=1, max_length=15)
-    clone_nic: str | None = None
-    clone_os_disk: str | None = None
 
 
 class PlanNaming(_Part):
@@ -226,7 +207,7 @@ def base_image_of(plan: BuildPlan) -> str:
     return source.snapshot_source_id or plan.source_vm_id or ""
 
 
-def version_tags(
+def staged_version_tags(
     plan: BuildPlan,
     build_id: str,
     version: str,
@@ -234,30 +215,22 @@ def version_tags(
     display: str | None,
     built: datetime,
 ) -> dict[str, str]:
-    """The standard tags of a staged version (naming standard, seed 001) and its manifest.
-
-    Mirrors ``shared.domain.naming.version_tags``, which takes a catalogue entry: an activity
-    holds only the plan (the catalogue may have changed since the build started).
-    """
-    tags: dict[str, str] = dict(plan.version_tags)
-    tags.update(
-        {
-            TAG_IMAGE: plan.image,
-            TAG_STATE: VersionState.STAGED.value,
-            TAG_BUILD_ID: build_id,
-            TAG_OWNER: plan.owner,
-            TAG_OS: plan.naming.os,
-            TAG_WORKLOAD: plan.naming.workload,
-            TAG_DISPLAY_NAME: display
-            or display_name(plan.naming.os, plan.naming.workload, version, built),
-            TAG_BUILT: built.astimezone(UTC).isoformat(timespec="seconds"),
-            TAG_CATALOGUE_HASH: plan.catalogue_hash,
-            TAG_BASE_IMAGE: _shorten(base_image_of(plan)),
-        }
+    """The tags of a staged version: the standard ones (``naming.version_tags``, from the plan:
+    the catalogue may have changed since the build started) and the build manifest's."""
+    tags = version_tags(
+        image=plan.image,
+        owner=plan.owner,
+        os_name=plan.naming.os,
+        workload=plan.naming.workload,
+        version=version,
+        build_id=build_id,
+        built=built,
+        catalogue_hash=plan.catalogue_hash,
+        base_image=base_image_of(plan),
+        base_version=plan.base_version or plan.source.version,
+        display=display,
+        extra=plan.version_tags,
     )
-    base_version = plan.base_version or plan.source.version
-    if base_version:
-        tags[TAG_BASE_IMAGE_VERSION] = base_version
     parsed = _manifest(manifest, plan, build_id, version)
     free = MAX_TAGS - len(tags) - 2
     if free < 1:
@@ -265,13 +238,6 @@ def version_tags(
     tags.update(manifest_tags(parsed, max_parts=min(free, MAX_MANIFEST_PARTS)))
     check_tags(tags)
     return tags
-
-
-def _shorten(value: str) -> str:
-    if len(value) <= MAX_TAG_VALUE:
-        return value
-    digest = hashlib.sha256(value.encode("utf-8")).hexdigest()[:8]
-    return f"sha256:{digest}...{value[-(MAX_TAG_VALUE - 20) :]}"
 
 
 def _manifest(
@@ -325,12 +291,7 @@ def _marketplace(
     base = image.source.marketplace
     assert base is not None
     location = image.build.location
-    versions = compute.marketplace_versions(
-        settings, location, base.publisher, base.offer, base.sku
-    )
     urn = f"{base.publisher}/{base.offer}/{base.sku}"
-    if not versions:
-        raise NotFoundError(f"marketplace image {urn} has no versions in {location}")
     wanted = request.base_version
     if not base.follows_latest:
         if wanted is not None and wanted != base.version:
@@ -339,12 +300,19 @@ def _marketplace(
                 f"base version {wanted}"
             )
         wanted = base.version
-    if wanted is not None:
-        if wanted not in versions:
+    if wanted is None:
+        version = compute.latest_marketplace_version(
+            settings, location, base.publisher, base.offer, base.sku
+        )
+        if version is None:
+            raise NotFoundError(f"marketplace image {urn} has no versions in {location}")
+    else:
+        listed = compute.marketplace_versions(
+            settings, location, base.publisher, base.offer, base.sku
+        )
+        if wanted not in listed:
             raise NotFoundError(f"marketplace image {urn} has no version {wanted} in {location}")
         version = wanted
-    else:
-        version = max(versions, key=lambda v: tuple(int(p) for p in v.split(".")))
     source = PlanSource(
         kind="marketplace",
         publisher=base.publisher,

@@ -301,7 +301,7 @@ def create_build_vm(payload: Any) -> dict[str, Any]:
     source = _vm_source(plan, args.os_disk_id)
     attach = isinstance(source, AttachSource)
     name = plan.names.clone_vm if attach else plan.names.vm
-    nic = (plan.names.clone_nic or f"{plan.names.nic}-c") if attach else plan.names.nic
+    nic = plan.names.clone_nic if attach else plan.names.nic
     vm_id = compute.vm_id(settings, plan.resource_group, name)
     existing = compute.get_vm(settings, vm_id)
     if existing.exists:
@@ -525,7 +525,7 @@ def create_image_version(payload: Any) -> dict[str, Any]:
         _same_build(args.build_id, existing.tags, f"gallery version {args.version}")
         return {"version_id": existing.id}
     now = args.built_at or datetime.now(UTC)
-    tags = _plan.version_tags(
+    tags = _plan.staged_version_tags(
         plan, args.build_id, args.version, args.manifest, args.display_name, now
     )
     spec = ImageVersionSpec(

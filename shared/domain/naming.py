@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from shared.domain.resources import (
     MAX_TAG_VALUE,
@@ -45,17 +46,9 @@ from shared.domain.resources import (
 from shared.domain.versions import ImageVersion, VersionState
 from shared.errors import InputError
 
-if TYPE_CHECKING:
-    from shared.domain.catalogue import CatalogueImage
-
 DISPLAY_SEPARATOR: Final = " | "
 MAX_TOKEN: Final = 52  # longest build token: "vmclone-" + 52 = 60 <= 64
 COMPUTER_NAME_MAX: Final = 15
-
-# Names of the managed run commands a build creates on its VM.
-RUN_GUARD_BITLOCKER: Final = "guard-bitlocker"
-RUN_GUARD_HEALTH: Final = "guard-health"
-RUN_SYSPREP: Final = "sysprep"
 
 
 def display_name(os_name: str, workload: str, version: str | ImageVersion, built: datetime) -> str:
@@ -109,6 +102,20 @@ def computer_name(image_name: str, build_id: str) -> str:
     return f"{prefix}-{_hash8(build_id)}"
 
 
+# Prefix of each generated resource name, followed by the build token (one table: the names
+# below and :func:`build_id_from_resource_name` both read it).
+_NAME_PREFIX: Final = {
+    "vm": "vm-",
+    "nic": "nic-",
+    "os_disk": "osdisk-",
+    "snapshot": "snap-",
+    "clone_disk": "clonedisk-",
+    "clone_vm": "vmclone-",
+    "clone_nic": "nicclone-",
+}
+GENERATED_NAME_PREFIXES: Final = tuple(_NAME_PREFIX.values())
+
+
 @dataclass(frozen=True)
 class BuildResourceNames:
     """The names of every temporary resource of one build (all in the build resource group)."""
@@ -121,7 +128,6 @@ class BuildResourceNames:
     clone_disk: str
     clone_vm: str
     clone_nic: str
-    clone_os_disk: str
 
     def to_dict(self) -> dict[str, str]:
         return {
@@ -133,36 +139,14 @@ class BuildResourceNames:
             "clone_disk": self.clone_disk,
             "clone_vm": self.clone_vm,
             "clone_nic": self.clone_nic,
-            "clone_os_disk": self.clone_os_disk,
         }
 
 
 def build_resource_names(image_name: str, build_id: str) -> BuildResourceNames:
     """Deterministic, ARM-valid names for a build's temporary resources."""
     token = build_token(build_id)
-    return BuildResourceNames(
-        vm=f"vm-{token}",
-        computer_name=computer_name(image_name, build_id),
-        nic=f"nic-{token}",
-        os_disk=f"osdisk-{token}",
-        snapshot=f"snap-{token}",
-        clone_disk=f"clonedisk-{token}",
-        clone_vm=f"vmclone-{token}",
-        clone_nic=f"nicclone-{token}",
-        clone_os_disk=f"osdiskclone-{token}",
-    )
-
-
-_PREFIXES: Final = (
-    "vmclone-",
-    "vm-",
-    "nicclone-",
-    "nic-",
-    "osdiskclone-",
-    "osdisk-",
-    "snap-",
-    "clonedisk-",
-)
+    generated = {field: prefix + token for field, prefix in _NAME_PREFIX.items()}
+    return BuildResourceNames(computer_name=computer_name(image_name, build_id), **generated)
 
 
 def build_id_from_resource_name(name: str) -> str | None:
@@ -170,9 +154,11 @@ def build_id_from_resource_name(name: str) -> str | None:
     ``win11-office-1a2b3c4d``); None for a name the factory did not generate.
 
     For build ids made by the build queue the token *is* the build id (see :func:`build_token`).
+    A name says nothing about ownership (anyone may call a VM ``vm-golden``): use it only to
+    route a signal to a build that exists, never to decide what to delete.
     """
     lowered = name.strip().lower()
-    for prefix in _PREFIXES:
+    for prefix in GENERATED_NAME_PREFIXES:
         if lowered.startswith(prefix):
             token = lowered[len(prefix) :]
             if token and re.fullmatch(r"[a-z][a-z0-9-]*[a-z0-9]|[a-z]", token):
@@ -181,11 +167,29 @@ def build_id_from_resource_name(name: str) -> str | None:
     return None
 
 
-def run_command_name(step_index: int) -> str:
-    """The run command of customisation step ``step_index`` (1-based): ``step-01``."""
-    if not 1 <= step_index <= 999:
-        raise InputError.single("step_index", "must be between 1 and 999")
-    return f"step-{step_index:02d}"
+# -- run commands ----------------------------------------------------------------------------
+
+# Names of the managed run commands a build creates on its VM (besides the steps').
+RUN_GUARD_BITLOCKER: Final = "guard-bitlocker"
+RUN_GUARD_HEALTH: Final = "guard-health"
+RUN_SYSPREP: Final = "sysprep"
+MAX_STEPS_NAMED: Final = 999
+
+
+def step_run_command(index: int, build_token: str | None = None) -> str:
+    """The run command of customisation step ``index`` (1-based): ``step-01``, or
+    ``step-01-<token>`` with a build id or token (so two builds on one VM never share a name).
+
+    The token part is :func:`build_token` of what is given (a queue build id stays as it is), so
+    the name is at most ``len("step-999-") + MAX_TOKEN`` = 61 characters, within Azure's 80.
+    """
+    if not 1 <= index <= MAX_STEPS_NAMED:
+        raise InputError.single("index", f"must be between 1 and {MAX_STEPS_NAMED}")
+    name = f"step-{index:02d}"
+    return f"{name}-{_token_of(build_token)}" if build_token is not None else name
+
+
+_token_of = build_token  # the parameter above shadows the function's name
 
 
 # -- validity rules (used by tests and by anyone taking names from outside) -----------------
@@ -213,32 +217,38 @@ def is_valid_name(kind: ResourceKind, name: str) -> bool:
 
 
 def version_tags(
-    image: CatalogueImage,
     *,
+    image: str,
+    owner: str,
+    os_name: str,
+    workload: str,
     version: str,
     build_id: str,
     built: datetime,
     catalogue_hash: str,
     base_image: str,
     base_version: str | None = None,
+    display: str | None = None,
+    extra: Mapping[str, str] | None = None,
     state: VersionState = VersionState.STAGED,
 ) -> dict[str, str]:
     """The standard tags of a gallery version (add the manifest tags from ``manifest.py``).
 
-    ``base_image`` is ``publisher/offer/sku`` for a marketplace base or the source resource id;
-    ``base_version`` the base's concrete version (the marketplace watch compares it). The
-    catalogue's own ``naming.tags`` come first; the factory's ``imagefactory:*`` keys win.
+    ``base_image`` is ``publisher/offer/sku`` for a marketplace base or the source resource id
+    (shortened to Azure's tag limit); ``base_version`` the base's concrete version (the
+    marketplace watch compares it); ``display`` replaces the computed display name. ``extra``
+    (the catalogue's ``naming.tags``) comes first; the factory's ``imagefactory:*`` keys win.
     """
-    tags: dict[str, str] = dict(image.naming.tags)
+    tags: dict[str, str] = dict(extra or {})
     tags.update(
         {
-            TAG_IMAGE: image.name,
+            TAG_IMAGE: image,
             TAG_STATE: state.value,
             TAG_BUILD_ID: build_id,
-            TAG_OWNER: image.owner,
-            TAG_OS: image.os,
-            TAG_WORKLOAD: image.workload,
-            TAG_DISPLAY_NAME: display_name(image.os, image.workload, version, built),
+            TAG_OWNER: owner,
+            TAG_OS: os_name,
+            TAG_WORKLOAD: workload,
+            TAG_DISPLAY_NAME: display or display_name(os_name, workload, version, built),
             TAG_BUILT: built.astimezone(UTC).isoformat(timespec="seconds"),
             TAG_CATALOGUE_HASH: catalogue_hash,
             TAG_BASE_IMAGE: _shorten(base_image),

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from shared.domain.catalogue import parse_catalogue
 from shared.domain.naming import (
+    GENERATED_NAME_PREFIXES,
     build_id_from_resource_name,
     build_resource_names,
     build_resource_tags,
@@ -15,7 +15,7 @@ from shared.domain.naming import (
     computer_name,
     display_name,
     is_valid_name,
-    run_command_name,
+    step_run_command,
     version_tags,
 )
 from shared.domain.resources import TAG_BASE_IMAGE, TAG_BASE_IMAGE_VERSION, TAG_DISPLAY_NAME
@@ -23,9 +23,6 @@ from shared.domain.versions import ImageVersion, VersionState
 from shared.errors import InputError
 
 BUILT = datetime(2025, 1, 31, 23, 30, tzinfo=UTC)
-SUBNET = (
-    "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/s"
-)
 
 
 def test_display_name_follows_the_standard() -> None:
@@ -73,7 +70,7 @@ def test_generated_names_are_valid_and_deterministic(build_id: str) -> None:
     assert len(names.computer_name) <= 15
     for nic in (names.nic, names.clone_nic):
         assert is_valid_name("nic", nic)
-    for disk in (names.os_disk, names.clone_disk, names.clone_os_disk):
+    for disk in (names.os_disk, names.clone_disk):
         assert is_valid_name("disk", disk)
     assert is_valid_name("snapshot", names.snapshot)
     values = list(names.to_dict().values())
@@ -82,6 +79,10 @@ def test_generated_names_are_valid_and_deterministic(build_id: str) -> None:
         assert value == value.lower()
         assert value[0].isalpha()
         assert value[-1].isalnum()
+    generated = [v for k, v in names.to_dict().items() if k != "computer_name"]
+    assert sorted(p for v in generated for p in GENERATED_NAME_PREFIXES if v.startswith(p)) == (
+        sorted(GENERATED_NAME_PREFIXES)
+    )
 
 
 def test_different_builds_get_different_names() -> None:
@@ -149,50 +150,40 @@ def test_validity_rules(kind: str, name: str, ok: bool) -> None:
     assert is_valid_name(kind, name) is ok  # type: ignore[arg-type]
 
 
-def test_run_command_names() -> None:
-    assert run_command_name(1) == "step-01"
-    assert run_command_name(12) == "step-12"
-    with pytest.raises(InputError):
-        run_command_name(0)
+def test_step_run_command_names() -> None:
+    assert step_run_command(1) == "step-01"
+    assert step_run_command(12) == "step-12"
+    assert step_run_command(120) == "step-120"
+    assert step_run_command(3, "win11-office-1a2b3c4d") == "step-03-win11-office-1a2b3c4d"
+    for build_id in IDS:
+        name = step_run_command(999, build_id)
+        assert is_valid_name("run_command", name), name
+        assert len(name) <= 64  # the start_run_command activity's own limit
+        assert name.startswith("step-999-")
+    for bad in (0, 1000):
+        with pytest.raises(InputError) as caught:
+            step_run_command(bad)
+        assert caught.value.errors[0].path == "index"
 
 
-def _image() -> object:
-    raw = {
-        "name": "win11-office",
-        "os": "Win11",
-        "workload": "Office",
-        "owner": "avd@contoso.com",
-        "description": "x",
-        "source": {"marketplace": {"publisher": "p", "offer": "o", "sku": "s"}},
-        "gallery": {
-            "resource_group": "rg",
-            "gallery_name": "g",
-            "image_definition": "d",
-            "publisher": "p",
-            "offer": "o",
-            "sku": "s",
-        },
-        "build": {
-            "vm_size": "Standard_D4s_v5",
-            "subnet_id": SUBNET,
-            "location": "westeurope",
-            "resource_group": "rg",
-        },
-        "target_regions": [{"name": "westeurope"}],
-        "naming": {"tags": {"cost-center": "4711"}},
-    }
-    return parse_catalogue({"images": [raw]}).images[0]
+STANDARD = {
+    "image": "win11-office",
+    "owner": "avd@contoso.com",
+    "os_name": "Win11",
+    "workload": "Office",
+}
 
 
 def test_version_tags() -> None:
     tags = version_tags(
-        _image(),  # type: ignore[arg-type]
+        **STANDARD,
         version="1.3.0",
         build_id="win11-office-1a2b3c4d",
         built=BUILT,
         catalogue_hash="ab" * 32,
         base_image="p/o/s",
         base_version="26200.7171.251105",
+        extra={"cost-center": "4711", "imagefactory:state": "not this"},
     )
     assert tags == {
         "cost-center": "4711",
@@ -213,7 +204,7 @@ def test_version_tags() -> None:
 def test_version_tags_shorten_long_base_ids_and_honour_state() -> None:
     long_id = "/subscriptions/s/" + "x" * 400
     tags = version_tags(
-        _image(),  # type: ignore[arg-type]
+        **STANDARD,
         version="2.0.0",
         build_id="b",
         built=BUILT,
@@ -226,6 +217,16 @@ def test_version_tags_shorten_long_base_ids_and_honour_state() -> None:
     assert TAG_BASE_IMAGE_VERSION not in tags
     assert tags["imagefactory:state"] == "active"
     assert tags[TAG_DISPLAY_NAME] == "Win11 | Office | v2.0.0 | 2025-01"
+    given = version_tags(
+        **STANDARD,
+        version="2.0.0",
+        build_id="b",
+        built=BUILT,
+        catalogue_hash="c",
+        base_image="p/o/s",
+        display="Win11 | Office | v2.0.0 | pilot",
+    )
+    assert given[TAG_DISPLAY_NAME] == "Win11 | Office | v2.0.0 | pilot"
 
 
 def test_build_resource_tags() -> None:
