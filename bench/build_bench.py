@@ -503,7 +503,7 @@ WAITS: dict[str, tuple[str, str]] = {
     ),
     "VM create": ("VM create", "poll every POLL_INTERVAL_SECONDS"),
     "run command": ("run command", "poll every POLL_INTERVAL_SECONDS"),
-    "sysprep": ("sysprep", "SysprepFinished event (a poll as fallback)"),
+    "sysprep": ("sysprep", "SysprepFinished event, then a 5 s poll until the VM stopped"),
     "deallocate": ("deallocate", "poll every POLL_INTERVAL_SECONDS"),
     "gallery version": ("gallery version + replication", "poll every max(interval, 60 s)"),
     "delete": ("delete (clean-up)", "poll every POLL_INTERVAL_SECONDS"),
@@ -536,6 +536,17 @@ def slack_table(runs: Sequence[Mapping[str, Any]]) -> str:
         )
     all_s = sum(total_s.values()) / n
     lines.append(f"| **all** | | {sum(counts.values()) / n:.1f} | **{all_s:.1f}** | |")
+    return "\n".join(lines)
+
+
+def gaps_table(run: Mapping[str, Any]) -> str:
+    """Every gap of one build, in order: what ended, what began next, when, how long."""
+    lines = [
+        "| after | before | at (virtual) | slack (s) |",
+        "| --- | --- | --- | ---: |",
+    ]
+    for g in run["gaps"]:
+        lines.append(f"| {g['after']} | {g['before']} | {g['start'][11:19]} | {g['s']:.1f} |")
     return "\n".join(lines)
 
 
@@ -614,6 +625,8 @@ def report(
         "the build was noticing (the poll that saw it, or a retry's back-off), over the "
         f"{len(main_runs)} builds above:",
         slack_table(main_runs),
+        f"The gaps of the build with seed {main_runs[0]['seed']}:",
+        gaps_table(main_runs[0]),
         "### ARM requests by operation",
         requests_table(main_runs),
     ]

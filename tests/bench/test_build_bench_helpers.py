@@ -13,6 +13,7 @@ from bench.build_bench import (
     build_intervals,
     command_line,
     critical_path,
+    gaps_table,
     kind_of,
     label_of,
     merge,
@@ -130,6 +131,25 @@ def test_slack_table_reports_gallery_and_definition_as_one_wait_per_build() -> N
     assert rows[3].endswith("| 1.5 | 6.0 | 6.0 |")
     assert rows[-1].startswith("| **all** |")
     assert "**21.0**" in rows[-1]
+
+
+def test_gaps_table_lists_each_gap_in_order() -> None:
+    run = {
+        "gaps": [
+            {
+                "after": "VM create",
+                "before": "run command step-01",
+                "start": at(9).isoformat(),
+                "s": 9.278,
+            },
+            {"after": "delete x", "before": "completion", "start": at(70).isoformat(), "s": 5.5},
+        ]
+    }
+    rows = gaps_table(run).splitlines()
+    assert rows[2:] == [
+        "| VM create | run command step-01 | 07:00:09 | 9.3 |",
+        "| delete x | completion | 07:01:10 | 5.5 |",
+    ]
 
 
 # ---- critical path from records -----------------------------------------------------------
