@@ -571,16 +571,19 @@ class ListResourcesInput(_Input):
     plan: BuildPlan | None = None
     resource_group: str | None = None
     build_id: str = Field(min_length=1, max_length=64)
+    image: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 @_registered(names.ACT_LIST_BUILD_RESOURCES)
 def list_build_resources(payload: Any) -> dict[str, Any]:
-    """Every VM, disk, snapshot and NIC tagged with this build id."""
+    """Every VM, disk, snapshot and NIC tagged with this build id, and the untagged NIC and OS
+    disk Azure made for it, by their exact generated names (never a name prefix)."""
     args = parse(ListResourcesInput, payload)
     settings = load_settings()
     group = args.resource_group or (args.plan.resource_group if args.plan else None)
     group = group or settings.factory_resource_group
-    found = compute.build_resources(settings, group, args.build_id)
+    image = args.image or (args.plan.image if args.plan else None)
+    found = compute.build_resources(settings, group, args.build_id, image)
     return {"resources": [{"id": r.id, "type": r.type} for r in found]}
 
 

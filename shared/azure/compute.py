@@ -35,11 +35,11 @@ from shared.azure.models import (
     VmState,
     resource_id,
 )
-from shared.domain.naming import build_id_from_resource_name, build_token
+from shared.domain.naming import build_resource_names
 from shared.domain.resources import DISK_TYPE as DISK_TYPE
 from shared.domain.resources import NIC_TYPE as NIC_TYPE
 from shared.domain.resources import SNAPSHOT_TYPE as SNAPSHOT_TYPE
-from shared.domain.resources import TAG_BUILD_ID, ResourceId, tag_value
+from shared.domain.resources import TAG_BUILD_ID, TAG_IMAGE, ResourceId, tag_value
 from shared.domain.resources import VM_TYPE as VM_TYPE
 from shared.errors import InputError, PermanentError
 from shared.settings import Settings
@@ -510,63 +510,48 @@ def list_group_resources(settings: Settings, resource_group: str) -> list[Tagged
     return found
 
 
-_GENERATED_PREFIXES: Final = (
-    "vmclone-",
-    "vm-",
-    "nicclone-",
-    "nic-",
-    "osdiskclone-",
-    "osdisk-",
-    "snap-",
-    "clonedisk-",
-)
-_NIC_PREFIXES: Final = ("nicclone-", "nic-")
+def _name_of(resource: TaggedResource) -> str:
+    return resource.id.rstrip("/").rsplit("/", 1)[-1].lower()
 
 
-def _generated_name(resource: TaggedResource) -> str:
-    """The name the build generated: a NIC made from a VM's NIC configuration may be named
-    ``<vm name>-<configuration name>``, so its generated part is the ``nic-...`` tail."""
-    name = resource.id.rsplit("/", 1)[-1].lower()
-    if resource.type.lower() == NIC_TYPE.lower():
-        for prefix in _NIC_PREFIXES:
-            at = name.rfind("-" + prefix)
-            if at >= 0:
-                return name[at + 1 :]
-    return name
+def build_resources(
+    settings: Settings, resource_group: str, build_id: str, image: str | None = None
+) -> list[TaggedResource]:
+    """The VMs, disks, snapshots and NICs of one build.
 
-
-def _build_of(resource: TaggedResource) -> str | None:
-    """The build a resource belongs to: its build-id tag, else the token in its name.
-
-    The name fallback finds what Azure creates untagged on a build's behalf (Azure does not copy
-    a VM's tags to the OS disk it creates) by the deterministic name the build gave it.
+    Those tagged ``imagefactory:build-id`` = ``build_id``; and, untagged, only a NIC or OS disk
+    with the *exact* name this build gave what Azure creates without tags
+    (:meth:`BuildResourceNames.created_untagged` for ``image``, else for the image named on the
+    build's tagged resources; with neither, tagged resources only). Never a name prefix: a
+    user's ``vm-golden`` is not a build's.
     """
-    tagged = tag_value(resource.tags, TAG_BUILD_ID)
-    if tagged:
+    listed = list_group_resources(settings, resource_group)
+    tagged = [r for r in listed if tag_value(r.tags, TAG_BUILD_ID) == build_id]
+    image = image or next((i for r in tagged if (i := tag_value(r.tags, TAG_IMAGE))), None)
+    if not image:
         return tagged
-    return build_id_from_resource_name(_generated_name(resource))
-
-
-def build_resources(settings: Settings, resource_group: str, build_id: str) -> list[TaggedResource]:
-    """The VMs, disks, snapshots and NICs of one build (by tag, or by their generated name)."""
-    token = build_token(build_id)
-    generated = {prefix + token for prefix in _GENERATED_PREFIXES}
-    found: list[TaggedResource] = []
-    for resource in list_group_resources(settings, resource_group):
-        tagged = tag_value(resource.tags, TAG_BUILD_ID)
-        if tagged == build_id or (tagged is None and _generated_name(resource) in generated):
-            found.append(resource)
-    return found
+    expected = {
+        rtype.lower(): names
+        for rtype, names in build_resource_names(image, build_id).created_untagged().items()
+    }
+    return [
+        r
+        for r in listed
+        if tag_value(r.tags, TAG_BUILD_ID) == build_id
+        or (
+            tag_value(r.tags, TAG_BUILD_ID) is None
+            and _name_of(r) in expected.get(r.type.lower(), frozenset())
+        )
+    ]
 
 
 def build_ids_with_resources(settings: Settings, resource_group: str) -> set[str]:
-    """Every build id (or, for an untagged leftover, build name token) with resources left."""
-    ids: set[str] = set()
-    for resource in list_group_resources(settings, resource_group):
-        found = _build_of(resource)
-        if found:
-            ids.add(found)
-    return ids
+    """Every build id that tagged resources left in the group (names are never read)."""
+    return {
+        found
+        for resource in list_group_resources(settings, resource_group)
+        if (found := tag_value(resource.tags, TAG_BUILD_ID))
+    }
 
 
 # ---- marketplace ------------------------------------------------------------------------

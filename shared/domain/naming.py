@@ -28,7 +28,9 @@ from datetime import UTC, datetime
 from typing import Final, Literal
 
 from shared.domain.resources import (
+    DISK_TYPE,
     MAX_TAG_VALUE,
+    NIC_TYPE,
     TAG_BASE_IMAGE,
     TAG_BASE_IMAGE_VERSION,
     TAG_BUILD_ID,
@@ -128,6 +130,23 @@ class BuildResourceNames:
     clone_disk: str
     clone_vm: str
     clone_nic: str
+
+    def created_untagged(self) -> dict[str, frozenset[str]]:
+        """By ARM type, the names of what Azure creates for this build *without* its tags: the
+        NIC a VM makes from its NIC configuration (named as configured, or
+        ``<vm>-<configuration>``) and the OS disk made from an image. Clean-up may match an
+        untagged resource by one of these exact names, and by nothing looser."""
+        return {
+            NIC_TYPE: frozenset(
+                {
+                    self.nic,
+                    f"{self.vm}-{self.nic}",
+                    self.clone_nic,
+                    f"{self.clone_vm}-{self.clone_nic}",
+                }
+            ),
+            DISK_TYPE: frozenset({self.os_disk}),
+        }
 
     def to_dict(self) -> dict[str, str]:
         return {

@@ -7,9 +7,20 @@ from typing import Any
 import pytest
 
 import emulator
+from emulator.compute import seed_vm
 from shared import names
+from shared.azure import compute
 from shared.errors import InputError, TemporaryError
-from tests.activities.conftest import FACTORY_RG, activity, plan_for, point_app_at, wait_for
+from shared.settings import load_settings
+from tests.activities.conftest import (
+    FACTORY_RG,
+    WIN11,
+    WIN11_LATEST,
+    activity,
+    plan_for,
+    point_app_at,
+    wait_for,
+)
 from tests.emulator.conftest import EmulatorEnv, EmulatorFactory
 
 BUILD = "win11-dev-0badcafe"
@@ -152,12 +163,12 @@ def test_list_and_delete_everything_of_one_build(app_env: EmulatorEnv) -> None:
     assert left == {"resources": []}
 
 
-def test_orphaned_nic_is_listed_and_deleted(app_env: EmulatorEnv) -> None:
+def _untagged_nic(env: EmulatorEnv, name: str) -> str:
     nic_id = (
-        f"/subscriptions/{app_env.subscription}/resourceGroups/{FACTORY_RG}"
-        "/providers/Microsoft.Network/networkInterfaces/nic-win11-dev-0badcafe"
+        f"/subscriptions/{env.subscription}/resourceGroups/{FACTORY_RG}"
+        f"/providers/Microsoft.Network/networkInterfaces/{name}"
     )
-    status, _, _ = app_env.http(
+    status, _, _ = env.http(
         "PUT",
         nic_id + "?api-version=2024-05-01",
         {
@@ -166,13 +177,63 @@ def test_orphaned_nic_is_listed_and_deleted(app_env: EmulatorEnv) -> None:
         },
     )
     assert status in (200, 201)
-    # Untagged, but named by the build's naming scheme: still found.
-    listed = activity(names.ACT_LIST_BUILD_RESOURCES)({"build_id": BUILD})["resources"]
+    return nic_id
+
+
+def test_orphaned_nic_is_listed_and_deleted(app_env: EmulatorEnv) -> None:
+    nic_id = _untagged_nic(app_env, "nic-win11-dev-0badcafe")
+    # Untagged: found only by the exact name this build (of this image) gave it.
+    assert activity(names.ACT_LIST_BUILD_RESOURCES)({"build_id": BUILD}) == {"resources": []}
+    listed = activity(names.ACT_LIST_BUILD_RESOURCES)({"build_id": BUILD, "image": "win11-dev"})[
+        "resources"
+    ]
     assert listed == [{"id": nic_id, "type": "Microsoft.Network/networkInterfaces"}]
+    plan = plan_for(app_env.subscription, BUILD, image="win11-dev")
+    assert activity(names.ACT_LIST_BUILD_RESOURCES)({"plan": plan, "build_id": BUILD}) == {
+        "resources": listed
+    }
     assert activity(names.ACT_GET_RESOURCE_STATE)({"resource_id": nic_id})["exists"] is True
     assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": nic_id}) == {"deleted": True}
     _gone(nic_id)
     assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": nic_id}) == {"deleted": False}
+
+
+def test_a_users_vm_named_like_a_build_vm_is_never_the_factorys(app_env: EmulatorEnv) -> None:
+    """vm-golden-win11 (untagged, with its NIC and OS disk) belongs to a user, not to a build
+    "golden-win11": neither the janitor's build list nor a build's resource list may name it."""
+    with app_env.emu.lock:
+        seed_vm(
+            app_env.emu,
+            subscription=app_env.subscription,
+            resource_group=FACTORY_RG,
+            name="vm-golden-win11",
+            location="westeurope",
+            image_reference={
+                "publisher": WIN11[0],
+                "offer": WIN11[1],
+                "sku": WIN11[2],
+                "version": WIN11_LATEST,
+            },
+        )
+    user_nic = _untagged_nic(app_env, "nic-golden-win11")
+    group = f"/subscriptions/{app_env.subscription}/resourceGroups/{FACTORY_RG}"
+    users = {r["id"].lower() for r in app_env.emu.store.list(group)}
+    assert len(users) >= 4  # VM, its NIC and OS disk, the spare NIC
+    plan = plan_for(app_env.subscription, BUILD)
+    build_vm = _running_vm(plan)
+
+    assert compute.build_ids_with_resources(load_settings(), FACTORY_RG) == {BUILD}
+    for query in (
+        {"build_id": BUILD},
+        {"build_id": BUILD, "image": "win11-office"},
+        {"build_id": "golden-win11"},
+        {"build_id": "golden-win11-nic"},
+    ):
+        listed = activity(names.ACT_LIST_BUILD_RESOURCES)({"resource_group": FACTORY_RG, **query})
+        assert not [r["id"] for r in listed["resources"] if r["id"].lower() in users], query
+    listed = activity(names.ACT_LIST_BUILD_RESOURCES)({"build_id": BUILD})["resources"]
+    assert build_vm in [r["id"] for r in listed]
+    assert user_nic.lower() in users
 
 
 def test_gallery_versions_cannot_be_deleted_here(app_env: EmulatorEnv) -> None:

@@ -18,7 +18,13 @@ from shared.domain.naming import (
     step_run_command,
     version_tags,
 )
-from shared.domain.resources import TAG_BASE_IMAGE, TAG_BASE_IMAGE_VERSION, TAG_DISPLAY_NAME
+from shared.domain.resources import (
+    DISK_TYPE,
+    NIC_TYPE,
+    TAG_BASE_IMAGE,
+    TAG_BASE_IMAGE_VERSION,
+    TAG_DISPLAY_NAME,
+)
 from shared.domain.versions import ImageVersion, VersionState
 from shared.errors import InputError
 
@@ -104,6 +110,22 @@ def test_queue_made_build_ids_round_trip_through_resource_names() -> None:
     assert build_id_from_resource_name("avd-dev-0") is None
     assert build_id_from_resource_name("vm-") is None
     assert build_id_from_resource_name("vm-bad_name") is None
+
+
+def test_only_what_azure_creates_untagged_is_listed_by_exact_name() -> None:
+    names = build_resource_names("win11-office", "win11-office-1a2b3c4d")
+    untagged = names.created_untagged()
+    assert set(untagged) == {NIC_TYPE, DISK_TYPE}
+    assert untagged[DISK_TYPE] == {"osdisk-win11-office-1a2b3c4d"}
+    assert untagged[NIC_TYPE] == {
+        "nic-win11-office-1a2b3c4d",
+        "vm-win11-office-1a2b3c4d-nic-win11-office-1a2b3c4d",
+        "nicclone-win11-office-1a2b3c4d",
+        "vmclone-win11-office-1a2b3c4d-nicclone-win11-office-1a2b3c4d",
+    }
+    # VMs, snapshots and copied disks are always created tagged: never matched by name.
+    everything = {n for group in untagged.values() for n in group}
+    assert not {names.vm, names.clone_vm, names.snapshot, names.clone_disk} & everything
 
 
 def test_long_or_odd_build_ids_are_shortened_with_a_hash() -> None:
