@@ -236,9 +236,12 @@ def build_intervals(
 
 
 def merge(intervals: Iterable[Interval]) -> list[Block]:
-    """The union of intervals as maximal blocks (touching intervals join), sorted."""
+    """The union of intervals as maximal blocks (touching intervals join), sorted.
+
+    Of intervals starting together, the longest opens the block (it names what began).
+    """
     blocks: list[Block] = []
-    for iv in sorted(intervals, key=lambda i: (i.start, i.end)):
+    for iv in sorted(intervals, key=lambda i: (i.start, -i.seconds)):
         if blocks and iv.start <= blocks[-1].end:
             b = blocks[-1]
             if iv.end > b.end:

@@ -63,6 +63,13 @@ def test_union_keeps_the_interval_that_closes_a_block() -> None:
     assert block.last.label == "VM create"  # the short one inside does not close the block
 
 
+def test_of_intervals_starting_together_the_longest_opens_the_block() -> None:
+    ops = [iv(0, 21, "image definition", "definition"), iv(45, 54, "tags", "definition tags")]
+    ops.append(iv(45, 205, "VM create", "VM create"))
+    (gap,) = slack_gaps(ops, at(0), at(205))
+    assert (gap.after, gap.before, gap.seconds) == ("definition", "VM create", 24.0)
+
+
 def test_union_of_nothing_is_zero() -> None:
     assert union_seconds([]) == 0
     assert merge([]) == []
