@@ -15,7 +15,7 @@ Replication runs per target region in host time: the source region finishes with
 listed in ``store.meta(version_id)["regions_ready"]`` (read by the compute module).
 
 Public helpers for other modules: :func:`guest_state_for_version`, :func:`latest_version`,
-:func:`effective_exclude_from_latest`, :func:`seed_image_version`.
+:func:`effective_exclude_from_latest`, :func:`replicated_to`, :func:`seed_image_version`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from emulator.arm import (
     ArmError,
@@ -43,10 +43,9 @@ from emulator.core import Emulator, ScheduledItem
 from emulator.events import iso
 from emulator.guest import GuestState, marketplace_guest
 from emulator.lro import OperationHandle
-from emulator.scenario import Scenario
+from emulator.scenario import Scenario, TargetRegionSpec, VersionSeed
 from emulator.store import parse_resource_id
 
-PROVIDER = "Microsoft.Compute"
 GALLERY_TYPE = "Microsoft.Compute/galleries"
 IMAGE_TYPE = "Microsoft.Compute/galleries/images"
 VERSION_TYPE = "Microsoft.Compute/galleries/images/versions"
@@ -306,6 +305,20 @@ def effective_exclude_from_latest(version: dict[str, Any], location: str) -> boo
     return bool(profile.get("excludeFromLatest", False))
 
 
+def replicated_to(emu: Emulator, version: dict[str, Any], location: str) -> bool:
+    """Whether a version serves ``location``: its replication there completed (the regions in
+    ``store.meta(version_id)["regions_ready"]``) or, for a version this module did not record,
+    the region is one of its target regions (any region when it lists none)."""
+    loc = norm_region(location)
+    ready = emu.store.meta(str(version["id"])).get("regions_ready")
+    if isinstance(ready, set | frozenset | list):
+        return loc in {norm_region(str(r)) for r in ready}
+    targets = version.get("properties", {}).get("publishingProfile", {}).get("targetRegions")
+    if not targets:
+        return True
+    return loc in {norm_region(str(t.get("name", ""))) for t in targets}
+
+
 def latest_version(emu: Emulator, image_id: str, location: str) -> dict[str, Any] | None:
     """The version an image-definition reference resolves to in ``location``: the highest
     Succeeded version replicated there and not excluded from latest (region flag wins)."""
@@ -315,7 +328,7 @@ def latest_version(emu: Emulator, image_id: str, location: str) -> dict[str, Any
         props = v.get("properties", {})
         if props.get("provisioningState") != "Succeeded":
             continue
-        if loc not in _ready_set(emu, str(v["id"])):
+        if not replicated_to(emu, v, loc):
             continue
         if effective_exclude_from_latest(v, loc):
             continue
@@ -1604,15 +1617,32 @@ def register(emu: Emulator) -> None:
                         "properties": props,
                     },
                 )
-        raw = scenario.extensions.get("gallery_versions") or []
-        try:
-            seeds = [VersionSeed.model_validate(x) for x in raw]
-        except ValidationError as e:
-            lines = "; ".join(
-                f"extensions.gallery_versions.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                for err in e.errors()
+        seeds = [
+            VersionSeed(
+                gallery=g.name,
+                image=im.name,
+                resource_group=g.resource_group,
+                subscription=g.subscription,
+                **v.model_dump(),
             )
-            raise ValueError(f"scenario is invalid: {lines}") from None
+            for g in scenario.galleries
+            for im in g.images
+            for v in im.versions
+        ]
+        # The older place for seeded versions, still read: extensions.gallery_versions.
+        raw = scenario.extensions.get("gallery_versions") or []
+        errors: list[str] = []
+        for i, item in enumerate(raw if isinstance(raw, list) else [raw]):
+            try:
+                seeds.append(VersionSeed.model_validate(item))
+            except ValidationError as e:
+                errors += [
+                    f"extensions.gallery_versions.{i}."
+                    f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                    for err in e.errors()
+                ]
+        if errors:
+            raise ValueError(f"scenario is invalid: {'; '.join(errors)}")
         for s in seeds:
             seed_image_version(emu, s, scenario)
 
@@ -1620,52 +1650,35 @@ def register(emu: Emulator) -> None:
     emu.add_report_section("gallery", lambda: gallery_report(emu))
 
 
-class VersionSeed(BaseModel):
-    """A gallery image version the scenario starts with (``extensions.gallery_versions``).
-
-    The guest is a marketplace image's (``base``: ``publisher:offer:sku:version``) with ``apps``
-    installed and sysprepped for Generalized definitions.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    gallery: str = Field(min_length=1)
-    image: str = Field(min_length=1)
-    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
-    resource_group: str = Field(min_length=1)
-    subscription: str | None = None
-    regions: list[str] | None = None
-    exclude_from_latest: bool = False
-    end_of_life: datetime | None = None
-    block_deletion_before_end_of_life: bool = False
-    base: str = "MicrosoftWindowsDesktop:windows-11:win11-25h2-avd:26200.7171.251105"
-    apps: list[str] = Field(default_factory=list)
-    tags: dict[str, str] = Field(default_factory=dict)
-
-
 def seed_image_version(
     emu: Emulator, seed: VersionSeed, scenario: Scenario | None = None
 ) -> dict[str, Any]:
-    """Create a Succeeded, fully replicated version at once (scenario seeding; under the lock)."""
+    """Create a Succeeded, fully replicated version at once (scenario seeding; under the lock).
+
+    Raises ValueError when the image definition is not there or the version already is."""
     sc = scenario or emu.scenario
     sub = seed.subscription or sc.default_subscription
     iid = IMAGE.format(sub=sub, rg=seed.resource_group, gallery=seed.gallery, image=seed.image)
     image = emu.store.get(iid)
     if image is None:
         raise ValueError(
-            f"scenario is invalid: extensions.gallery_versions: image definition {iid} is not in "
-            "the scenario's galleries"
+            f"scenario is invalid: gallery version {seed.version}: image definition {iid} is "
+            "not in the scenario's galleries"
         )
+    vid = f"{iid}/versions/{seed.version}"
+    if emu.store.exists(vid):
+        raise ValueError(f"scenario is invalid: gallery version {vid} is seeded twice")
     location = norm_region(str(image.get("location", "")))
-    regions = [norm_region(r) for r in (seed.regions or [location])]
-    if location not in regions:
-        regions.insert(0, location)
+    targets: dict[str, bool | None] = {}
+    for r in seed.regions or [location]:
+        if isinstance(r, TargetRegionSpec):
+            targets[norm_region(r.name)] = r.exclude_from_latest
+        else:
+            targets.setdefault(norm_region(r), None)
+    if location not in targets:
+        targets = {location: None, **targets}
+    regions = list(targets)
     parts = seed.base.split(":")
-    if len(parts) != 4:
-        raise ValueError(
-            "scenario is invalid: extensions.gallery_versions.base must be "
-            "publisher:offer:sku:version"
-        )
     dprops = image["properties"]
     guest = marketplace_guest(
         parts[0], parts[1], parts[2], parts[3], os_type=str(dprops.get("osType", "Windows"))
@@ -1673,9 +1686,11 @@ def seed_image_version(
     for app in seed.apps:
         guest.apps[app] = "latest"
     guest.sysprepped = str(dprops.get("osState")) == "Generalized"
-    vid = f"{iid}/versions/{seed.version}"
     profile: dict[str, Any] = {
-        "targetRegions": [{"name": r} for r in regions],
+        "targetRegions": [
+            {"name": r, **({} if flag is None else {"excludeFromLatest": flag})}
+            for r, flag in targets.items()
+        ],
         "replicaCount": 1,
         "excludeFromLatest": seed.exclude_from_latest,
         "storageAccountType": "Standard_LRS",

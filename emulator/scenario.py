@@ -1,8 +1,9 @@
 """Scenarios: the seeded starting world of an emulator run, loaded from YAML or JSON.
 
 A scenario names the seed, the start time, subscriptions and regions, the marketplace
-catalogue, Compute galleries and their image definitions, AVD host pools (with their session
-hosts and simulated users), latency overrides, faults, throttling and Event Grid subscriptions.
+catalogue, Compute galleries with their image definitions and versions, AVD host pools (with
+their session hosts and simulated users), latency overrides, faults, throttling and Event Grid
+subscriptions.
 A malformed file is refused with one line per bad field, each naming its dotted path
 (``host_pools.0.hosts.1.count: Input should be a valid integer``).
 
@@ -94,6 +95,50 @@ class MarketplaceSku(_Strict):
         return v
 
 
+class TargetRegionSpec(_Strict):
+    """A target region of a seeded version with its own ``excludeFromLatest`` (None: the
+    version's)."""
+
+    name: str = Field(min_length=1)
+    exclude_from_latest: bool | None = None
+
+
+class GalleryVersionSpec(_Strict):
+    """An image version the scenario starts with: Succeeded and replicated to ``regions`` (the
+    definition's region when None, always included). The guest is the marketplace image
+    ``base`` (``publisher:offer:sku:version``) with ``apps`` installed, sysprepped for
+    Generalized definitions. A region given as ``{name, exclude_from_latest}`` carries its own
+    flag, which wins over the version's ``exclude_from_latest`` there."""
+
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$")
+    regions: list[str | TargetRegionSpec] | None = None
+    exclude_from_latest: bool = False
+    end_of_life: datetime | None = None
+    block_deletion_before_end_of_life: bool = False
+    base: str = "MicrosoftWindowsDesktop:windows-11:win11-25h2-avd:26200.7171.251105"
+    apps: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("base")
+    @classmethod
+    def _base(cls, v: str) -> str:
+        parts = v.split(":")
+        if len(parts) != 4 or not all(p.strip() for p in parts):
+            raise ValueError("base must be publisher:offer:sku:version")
+        return v
+
+
+class VersionSeed(GalleryVersionSpec):
+    """A version named with its gallery and image definition: the items of the older
+    ``extensions.gallery_versions`` list, and what :func:`emulator.gallery.seed_image_version`
+    takes (``galleries[].images[].versions`` become these)."""
+
+    gallery: str = Field(min_length=1)
+    image: str = Field(min_length=1)
+    resource_group: str = Field(min_length=1)
+    subscription: str | None = None
+
+
 class GalleryImageSpec(_Strict):
     name: str = Field(min_length=1)
     os_type: Literal["Windows", "Linux"] = "Windows"
@@ -104,6 +149,17 @@ class GalleryImageSpec(_Strict):
     offer: str = Field(min_length=1)
     sku: str = Field(min_length=1)
     description: str | None = None
+    versions: list[GalleryVersionSpec] = Field(default_factory=list)
+
+    @field_validator("versions")
+    @classmethod
+    def _unique(cls, v: list[GalleryVersionSpec]) -> list[GalleryVersionSpec]:
+        seen: set[str] = set()
+        for item in v:
+            if item.version in seen:
+                raise ValueError(f"version {item.version} is listed twice")
+            seen.add(item.version)
+        return v
 
 
 class GallerySpec(_Strict):

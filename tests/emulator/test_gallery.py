@@ -616,3 +616,104 @@ def test_seeded_galleries_and_versions(emulator_factory: Any) -> None:
         assert latest_version(env.emu, v.id.rsplit("/versions/", 1)[0], "northeurope") is not None
     im = cc.gallery_images.get("rg-seed", "seedgal", "win11")
     assert im.properties.features[0].value == "TrustedLaunch"
+
+
+def _nested_scenario(versions: list[Any], extensions: list[Any] | None = None) -> dict[str, Any]:
+    from tests.emulator.conftest import SMALL_SCENARIO
+
+    sc: dict[str, Any] = {
+        **SMALL_SCENARIO,
+        "galleries": [
+            {
+                "name": "seedgal",
+                "resource_group": "rg-seed",
+                "location": "westeurope",
+                "images": [
+                    {
+                        "name": "win11",
+                        "publisher": "C",
+                        "offer": "O",
+                        "sku": "S",
+                        "versions": versions,
+                    }
+                ],
+            }
+        ],
+    }
+    if extensions is not None:
+        sc["extensions"] = {"gallery_versions": extensions}
+    return sc
+
+
+def test_versions_seeded_under_their_image_definition(emulator_factory: Any) -> None:
+    env = emulator_factory(
+        _nested_scenario(
+            [
+                {"version": "1.0.0", "regions": ["westeurope", "northeurope"], "apps": ["git"]},
+                {
+                    "version": "1.1.0",
+                    "regions": [{"name": "northeurope", "exclude_from_latest": True}],
+                    "tags": {"state": "staged"},
+                },
+            ],
+            # the older list still works beside it
+            [
+                {
+                    "gallery": "seedgal",
+                    "image": "win11",
+                    "version": "0.9.0",
+                    "resource_group": "rg-seed",
+                }
+            ],
+        )
+    )
+    cc = env.compute_client()
+    names = sorted(
+        v.name
+        for v in cc.gallery_image_versions.list_by_gallery_image("rg-seed", "seedgal", "win11")
+    )
+    assert names == ["0.9.0", "1.0.0", "1.1.0"]
+    v = cc.gallery_image_versions.get("rg-seed", "seedgal", "win11", "1.1.0")
+    assert v.tags == {"state": "staged"}
+    regions = {
+        t.name: t.exclude_from_latest for t in v.properties.publishing_profile.target_regions
+    }
+    assert set(regions) == {"West Europe", "North Europe"}  # the definition's region added
+    image_id = v.id.rsplit("/versions/", 1)[0]
+    with env.emu.lock:
+        guest = guest_state_for_version(env.emu, f"{image_id}/versions/1.0.0")
+        assert guest is not None
+        assert "git" in guest.apps
+        assert latest_version(env.emu, image_id, "westeurope")["name"] == "1.1.0"  # type: ignore[index]
+        assert latest_version(env.emu, image_id, "northeurope")["name"] == "1.0.0"  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("versions", "extensions", "fragment"),
+    [
+        ([{"version": "1.0"}], None, "galleries.0.images.0.versions.0.version"),
+        ([{"version": "1.0.0", "base": "a:b:c"}], None, "galleries.0.images.0.versions.0.base"),
+        ([{"version": "1.0.0"}, {"version": "1.0.0"}], None, "listed twice"),
+        ([{"version": "1.0.0", "regios": ["westeurope"]}], None, "versions.0.regios"),
+        (
+            [{"version": "1.0.0"}],
+            [
+                {
+                    "gallery": "seedgal",
+                    "image": "win11",
+                    "version": "1.0.0",
+                    "resource_group": "rg-seed",
+                }
+            ],
+            "seeded twice",
+        ),
+        ([], [{"gallery": "seedgal", "version": "1.0.0"}], "extensions.gallery_versions.0.image"),
+    ],
+    ids=["bad-name", "bad-base", "twice", "unknown-key", "twice-with-extensions", "ext-missing"],
+)
+def test_bad_seeded_versions_are_refused_naming_the_field(
+    emulator_factory: Any, versions: list[Any], extensions: list[Any] | None, fragment: str
+) -> None:
+    with pytest.raises(ValueError, match="invalid") as err:
+        emulator_factory(_nested_scenario(versions, extensions))
+    assert fragment in str(err.value)
