@@ -8,7 +8,15 @@ NICs and the OS disk on delete. Power actions, generalize, the ``runCommand`` ac
 
 The guest OS lives on the OS disk (:mod:`emulator.guest`): disk copies, snapshots and images
 carry it. Helpers for other modules (the gallery captures guests, the AVD module seeds session
-hosts) are :func:`guest_of`, :func:`set_guest`, :func:`vm_runtime` and :func:`seed_vm`.
+hosts and starts VMs on connect) are :func:`guest_of`, :func:`set_guest`, :func:`vm_runtime`,
+:func:`seed_vm`, :func:`set_power` and :func:`start_vm`.
+
+Every power change of a VM is told to the ``vm.power`` listeners (``emu.add_listener``) at the
+virtual instant it happens ("starting", "running" once booted, "stopping", "stopped" for a power
+off or a guest shutdown, "deallocating", "deallocated", "deleted"); every finished run-command
+step to the ``vm.guest`` listeners. A VM created from an image *definition* gets its latest
+version in its region (:func:`emulator.gallery.latest_version`: the region's own
+``excludeFromLatest`` wins over the global flag).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import logging
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +46,7 @@ from emulator.arm import (
 )
 from emulator.core import Emulator
 from emulator.events import iso
+from emulator.gallery import latest_version, replicated_to
 from emulator.guest import GuestState, ScriptContext, ScriptError, Step, parse_script
 from emulator.marketplace import find_image, norm_region
 from emulator.store import parse_resource_id
@@ -115,6 +125,18 @@ def set_guest(emu: Emulator, resource_id: str, guest: GuestState) -> None:
     emu.store.meta(resource_id)["guest"] = guest.copy()
 
 
+def set_power(emu: Emulator, vm_id: str, power: str) -> None:
+    """Set a VM's power state and tell the ``vm.power`` listeners (nothing when unchanged).
+
+    Call under the lock, after the state the listeners may read (provisioning state, guest)
+    is final."""
+    rt = vm_runtime(emu, vm_id)
+    if rt is None or rt.power == power:
+        return
+    rt.power = power
+    emu.emit("vm.power", vm_id, power)
+
+
 def _power_status(power: str) -> dict[str, str]:
     return {"code": f"PowerState/{power}", "level": "Info", "displayStatus": f"VM {power}"}
 
@@ -154,15 +176,9 @@ def _resolve_gallery(emu: Emulator, ref_id: str, location: str) -> _Source:
     definition: dict[str, Any] | None = None
     if doc is not None and rtype == GALLERY_IMAGE_TYPE.lower():
         definition = doc
-        candidates = [
-            v
-            for v in emu.store.list(rid + "/versions", GALLERY_VERSION_TYPE)
-            if str(v.get("properties", {}).get("provisioningState", "Succeeded")) == "Succeeded"
-            and not v.get("properties", {}).get("publishingProfile", {}).get("excludeFromLatest")
-            and _replicated_to(emu, v, location)
-        ]
-        if candidates:
-            version_doc = max(candidates, key=lambda v: _vkey(str(v.get("name", ""))))
+        # "latest": the highest Succeeded version replicated here and not excluded from latest
+        # in this region (a target region's own excludeFromLatest wins over the global one).
+        version_doc = latest_version(emu, rid, location)
     elif doc is not None and rtype == GALLERY_VERSION_TYPE.lower():
         version_doc = doc
         parent = parse_resource_id(rid).parent
@@ -173,7 +189,7 @@ def _resolve_gallery(emu: Emulator, ref_id: str, location: str) -> _Source:
         f"The gallery image {rid} is not available in {norm_region(location)} region. Please "
         "contact image owner to replicate to this region, or change your requested region.",
     )
-    if version_doc is None or not _replicated_to(emu, version_doc, location):
+    if version_doc is None or not replicated_to(emu, version_doc, location):
         raise not_available
     if str(version_doc.get("properties", {}).get("provisioningState", "Succeeded")) not in (
         "Succeeded",
@@ -213,24 +229,6 @@ def _resolve_gallery(emu: Emulator, ref_id: str, location: str) -> _Source:
         run_oobe=os_state == "Generalized",
         provisioning_fails=fails,
     )
-
-
-def _vkey(name: str) -> tuple[int, ...]:
-    return tuple(int(p) if p.isdigit() else -1 for p in name.split("."))
-
-
-def _replicated_to(emu: Emulator, version: dict[str, Any], location: str) -> bool:
-    """A gallery version serves a region listed in its target regions (when it lists any)
-    and, when the gallery module records it, whose replication has completed."""
-    loc = norm_region(location)
-    meta = emu.store.meta(str(version["id"]))
-    ready = meta.get("regions_ready")
-    if isinstance(ready, set | frozenset | list):
-        return loc in {norm_region(str(r)) for r in ready}
-    targets = version.get("properties", {}).get("publishingProfile", {}).get("targetRegions")
-    if not targets:
-        return True
-    return loc in {norm_region(str(t.get("name", ""))) for t in targets}
 
 
 def _resolve_source(emu: Emulator, props: dict[str, Any], location: str) -> _Source:
@@ -579,6 +577,7 @@ def _apply_plan(emu: Emulator, vm_id: str, plan: _Plan) -> dict[str, Any]:
             nic["properties"]["virtualMachine"] = {"id": vm_id}
     doc = emu.store.put(vm_id, plan.vm)
     emu.store.meta(vm_id)["vm"] = plan.runtime
+    emu.emit("vm.power", vm_id, plan.runtime.power)
     return doc
 
 
@@ -589,12 +588,12 @@ def _finish_boot(emu: Emulator, vm_id: str, plan: _Plan) -> None:
     if doc is None or rt is None:
         return
     doc["properties"]["provisioningState"] = "Succeeded"
-    rt.power = "running"
     if guest is not None and plan.source is not None:
         if plan.source.run_oobe:
             guest.first_boot(rt.trusted_launch)
         else:
             guest.boot()
+    set_power(emu, vm_id, "running")
 
 
 def seed_vm(
@@ -943,8 +942,9 @@ def _run_step(emu: Emulator, ex: Execution, step: Step) -> None:
         _end(emu, ex, "TimedOut")
         return
     step.run(guest, ex.ctx)
-    guest.history.append(f"{emu.now_iso()} {step.text}")
+    guest.history.append(f"{emu.now_iso()} {step.text}")  # step texts carry no secrets
     ex.index += 1
+    emu.emit("vm.guest", ex.vm_id, step.latency)
     if ex.ctx.http_posts:
         posts = list(ex.ctx.http_posts)
         ex.ctx.http_posts.clear()
@@ -1018,11 +1018,96 @@ def _end(emu: Emulator, ex: Execution, state: str) -> None:
             rt.executions.remove(ex)
         if ex.ctx.power_request == "stop":
             # Guest-initiated shutdown: the platform sees the VM stopped; no ARM event.
-            rt.power = "stopped"
             rt.seq += 1
+            set_power(emu, ex.vm_id, "stopped")
         elif ex.ctx.power_request == "restart" and guest is not None:
             guest.boot()
     ex.on_state(ex)
+
+
+# -- power ------------------------------------------------------------------------------------
+
+
+def _check_not_busy(doc: dict[str, Any], action: str) -> None:
+    state = str(doc["properties"].get("provisioningState"))
+    if state in ("Creating", "Deleting"):
+        raise ArmError(
+            409,
+            "OperationNotAllowed",
+            f"Operation '{action}' is not allowed on VM '{doc['name']}' since the VM is "
+            f"{'being created' if state == 'Creating' else 'marked for deletion'}.",
+        )
+
+
+def _check_startable(doc: dict[str, Any], rt: VmRuntime) -> None:
+    if rt.generalized:
+        raise operation_not_allowed(
+            f"Operation 'start' is not allowed on VM '{doc['name']}' since the VM is generalized."
+        )
+
+
+def _begin_power(
+    emu: Emulator,
+    vm_id: str,
+    rt: VmRuntime,
+    transitional: str,
+    final: str,
+    *,
+    reboot: bool = False,
+) -> tuple[bool, Callable[[], bool]]:
+    """Move a VM towards ``final`` through ``transitional`` (scripts end unless it stays up).
+
+    Returns (already there, the completion to run when the platform is done; it answers
+    whether it still applied: a later power change makes it stale)."""
+    rt.seq += 1
+    seq = rt.seq
+    already = rt.power == final and not reboot
+    if final != "running" or reboot:
+        why = "restarted" if reboot else "stopped"
+        for ex in list(rt.executions):
+            ex.cancelled = True
+            ex.ctx.fail(f"The virtual machine was {why} while the script was running.")
+            _end(emu, ex, "Failed")
+    if not already:
+        set_power(emu, vm_id, transitional)
+
+    def complete() -> bool:
+        r = vm_runtime(emu, vm_id)
+        if r is None or r.seq != seq:
+            return False
+        guest = guest_of(emu, vm_id)
+        if guest is not None and final == "running" and not already:
+            guest.boot()
+        set_power(emu, vm_id, final)
+        return True
+
+    return already, complete
+
+
+def start_vm(emu: Emulator, vm_id: str) -> bool:
+    """Start a stopped or deallocated VM as the ``start`` action does, for other modules (AVD's
+    Start VM on Connect); under the lock. It runs ``vm.start`` later (``vm.power`` listeners
+    hear "starting", then "running") and publishes the start action's event then.
+
+    Returns False when the VM is already running or starting; raises ArmError like the action
+    (404 missing, 409 being created or deleted, or generalized)."""
+    doc = emu.store.get(vm_id)
+    if doc is None or str(doc.get("type", "")).lower() != VM_TYPE.lower():
+        raise resource_not_found(vm_id)
+    vm_id = str(doc["id"])
+    rt = vm_runtime(emu, vm_id)
+    if rt is None or rt.power in ("running", "starting"):
+        return False
+    _check_not_busy(doc, "start")
+    _check_startable(doc, rt)
+    _, complete = _begin_power(emu, vm_id, rt, "starting", "running")
+
+    def done() -> None:
+        if complete():
+            emu.events.resource_action(vm_id, "start")
+
+    emu.schedule(emu.latency.get("vm.start"), done, f"vm-start:{vm_id}")
+    return True
 
 
 # -- registration -----------------------------------------------------------------------------
@@ -1087,7 +1172,7 @@ def register(emu: Emulator) -> None:
             if d is not None:
                 d["properties"]["provisioningState"] = "Failed"
             if rt is not None:
-                rt.power = "running"
+                set_power(emu, vm_id, "running")
 
         return emu.begin_lro(
             vm_id,
@@ -1180,52 +1265,22 @@ def register(emu: Emulator) -> None:
         ]
         return emu.paged(req, items)
 
-    def _busy_check(doc: dict[str, Any], action: str) -> None:
-        state = str(doc["properties"].get("provisioningState"))
-        if state in ("Creating", "Deleting"):
-            raise ArmError(
-                409,
-                "OperationNotAllowed",
-                f"Operation '{action}' is not allowed on VM '{doc['name']}' since the VM is "
-                f"{'being created' if state == 'Creating' else 'marked for deletion'}.",
-            )
-
     def power_action(
         req: Request, action: str, transitional: str, final: str, latency: str
     ) -> Response:
         doc = vm_or_404(req)
-        _busy_check(doc, action)
+        _check_not_busy(doc, action)
         vm_id = str(doc["id"])
         rt = vm_runtime(emu, vm_id) or VmRuntime(power="running")
-        if action == "start" and rt.generalized:
-            raise operation_not_allowed(
-                f"Operation 'start' is not allowed on VM '{doc['name']}' since the VM is "
-                "generalized."
-            )
-        if action == "restart" and rt.power != "running":
+        if action == "start":
+            _check_startable(doc, rt)
+        reboot = action == "restart"
+        if reboot and rt.power != "running":
             raise operation_not_allowed(
                 f"Operation 'restart' is not allowed on VM '{doc['name']}' since the VM is "
                 f"{rt.power}. {NOT_RUNNING}"
             )
-        rt.seq += 1
-        seq = rt.seq
-        already = rt.power == final
-        rt.power = final if already else transitional
-        for ex in list(rt.executions):
-            if final != "running":
-                ex.cancelled = True
-                ex.ctx.fail("The virtual machine was stopped while the script was running.")
-                _end(emu, ex, "Failed")
-
-        def complete() -> None:
-            r = vm_runtime(emu, vm_id)
-            if r is None or r.seq != seq:
-                return
-            r.power = final
-            guest = guest_of(emu, vm_id)
-            if guest is not None and final == "running" and not already:
-                guest.boot()
-
+        already, complete = _begin_power(emu, vm_id, rt, transitional, final, reboot=reboot)
         duration = timedelta(seconds=2) if already else emu.latency.get(latency)
         return emu.begin_lro(
             vm_id,
@@ -1250,41 +1305,12 @@ def register(emu: Emulator) -> None:
 
     @emu.route("POST", VM + "/restart", op="Microsoft.Compute/virtualMachines/restart/action")
     def restart(req: Request) -> Response:
-        doc = vm_or_404(req)
-        rt = vm_runtime(emu, str(doc["id"]))
-        if rt is not None and rt.power == "running":
-            for ex in list(rt.executions):
-                ex.cancelled = True
-                ex.ctx.fail("The virtual machine restarted while the script was running.")
-                _end(emu, ex, "Failed")
-            rt.power = "starting"
-            rt.seq += 1
-            seq = rt.seq
-            vm_id = str(doc["id"])
-
-            def complete() -> None:
-                r = vm_runtime(emu, vm_id)
-                if r is None or r.seq != seq:
-                    return
-                r.power = "running"
-                g = guest_of(emu, vm_id)
-                if g is not None:
-                    g.boot()
-
-            return emu.begin_lro(
-                vm_id,
-                duration=emu.latency.get("vm.restart"),
-                on_complete=complete,
-                op=req.op,
-                status_code=202,
-                publish_event=True,
-            )
         return power_action(req, "restart", "starting", "running", "vm.restart")
 
     @emu.route("POST", VM + "/generalize", op="Microsoft.Compute/virtualMachines/generalize/action")
     def generalize(req: Request) -> Response:
         doc = vm_or_404(req)
-        _busy_check(doc, "generalize")
+        _check_not_busy(doc, "generalize")
         vm_id = str(doc["id"])
         rt = vm_runtime(emu, vm_id) or VmRuntime(power="running")
         guest = guest_of(emu, vm_id)
@@ -1337,7 +1363,7 @@ def register(emu: Emulator) -> None:
     @emu.route("POST", VM + "/runCommand", op="Microsoft.Compute/virtualMachines/runCommand/action")
     def run_command(req: Request) -> Response:
         doc = vm_or_404(req)
-        _busy_check(doc, "runCommand")
+        _check_not_busy(doc, "runCommand")
         body = req.json_object()
         vm_id = str(doc["id"])
         rt = vm_runtime(emu, vm_id) or VmRuntime()
@@ -1419,7 +1445,7 @@ def register(emu: Emulator) -> None:
     @emu.route("PUT", rc_route, op="Microsoft.Compute/virtualMachines/runCommands/write")
     def put_rc(req: Request) -> Response:
         vm = vm_or_404(req)
-        _busy_check(vm, "runCommands/write")
+        _check_not_busy(vm, "runCommands/write")
         vm_id = str(vm["id"])
         rc_id = f"{vm_id}/runCommands/{req.params['name']}"
         body = req.json_object()
@@ -1884,6 +1910,7 @@ def _delete_vm_now(emu: Emulator, vm_id: str) -> None:
     for child in emu.store.list(vm_id + "/runCommands"):
         emu.store.delete(str(child["id"]))
     emu.store.delete(vm_id)
+    emu.emit("vm.power", str(doc["id"]), "deleted")
 
 
 def _compute_report(emu: Emulator) -> dict[str, Any]:

@@ -54,10 +54,12 @@ from emulator.store import ResourceStore, parse_resource_id, resource_type_of
 from emulator.throttle import Throttler
 
 __all__ = [
+    "LISTENER_TOPICS",
     "ArmError",
     "Emulator",
     "EmulatorOptions",
     "Handler",
+    "Listener",
     "OperationHandle",
     "Request",
     "Response",
@@ -80,6 +82,18 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Request], Response]
+# A listener hears (resource id, state) when something happens to a resource.
+Listener = Callable[[str, str], None]
+# The topics modules may listen to (add_listener refuses others, so typos fail loudly).
+LISTENER_TOPICS = {
+    # (vm_id, power): every power change of a VM: "starting", "running" (booted),
+    # "stopping", "stopped" (power off or a guest shutdown), "deallocating", "deallocated",
+    # and "deleted" when the VM is gone.
+    "vm.power": "a VM's power state changed",
+    # (vm_id, step kind): a run-command step finished inside the VM's guest (the kind is the
+    # step's latency name, e.g. "guest.registry"); never the command text (it may hold secrets).
+    "vm.guest": "a run-command step changed a VM's guest",
+}
 BUILD_TAG = "imagefactory:build-id"
 BUILD_STATE_TAG = "imagefactory:build-state"
 ENDED_STATES = {"ended", "succeeded", "failed", "canceled", "cancelled", "completed"}
@@ -220,6 +234,7 @@ class Emulator:
         self._report_sections: dict[str, Callable[[], Any]] = {}
         self._owned_types: list[str] = list(DEFAULT_OWNED_TYPES)
         self._owner_rules: list[Callable[[dict[str, Any]], str | None]] = []
+        self._listeners: dict[str, list[Listener]] = {t: [] for t in LISTENER_TOPICS}
         self.seeded_ids: set[str] = set()
         self.builds: dict[str, dict[str, Any]] = {}
         # Module-private state objects by module name (e.g. the marketplace catalogue).
@@ -314,6 +329,27 @@ class Emulator:
         """``fn(resource)`` names the owner of an untagged resource (e.g. an AVD host pool),
         or None; owned resources are not reported as untracked."""
         self._owner_rules.append(fn)
+
+    def add_listener(self, topic: str, fn: Listener) -> None:
+        """``fn(resource_id, state)`` runs (under the lock, at that virtual instant) each time
+        ``topic`` is emitted; see :data:`LISTENER_TOPICS`. Listeners outlive scenario loads."""
+        if topic not in self._listeners:
+            raise ValueError(
+                f"unknown listener topic {topic!r}; known: {', '.join(sorted(LISTENER_TOPICS))}"
+            )
+        self._listeners[topic].append(fn)
+
+    def emit(self, topic: str, resource_id: str, state: str) -> None:
+        """Tell ``topic``'s listeners (call under the lock). A listener that raises is logged
+        and reported in ``scheduleErrors``; the others still run and the caller goes on."""
+        for fn in list(self._listeners[topic]):
+            try:
+                fn(resource_id, state)
+            except Exception as e:
+                log.exception("listener of %s failed for %s", topic, resource_id)
+                self.schedule_errors.append(
+                    f"listener {topic} {resource_id} {state}: {type(e).__name__}: {e}"
+                )
 
     def mark_seeded(self, resource_id: str) -> None:
         """A resource the scenario created (never reported as untracked)."""
