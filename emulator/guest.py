@@ -15,6 +15,12 @@ Rules worth knowing:
   (also accepted as the single value ``...\\Control\\BitLockerPreventDeviceEncryption``).
 - Sysprep fails while BitLocker is on (or decrypting) with Windows' own message, and while a
   reboot is pending; ``/shutdown`` stops the VM from inside the guest (no ARM event).
+- The AVD agent: ``msiexec /i <path>RDAgent<...>.msi /quiet REGISTRATIONTOKEN=<t>`` installs it
+  and, like ``Register-AVDSessionHost -Token <t>``, writes the token where the agent keeps it
+  (``HKLM\\SOFTWARE\\Microsoft\\RDInfraAgent`` ``RegistrationToken``, read by
+  :mod:`emulator.avd`). Secrets never reach a step's text (kept in the guest's history) or an
+  error: :func:`redact` masks the values of ``-Token``, ``REGISTRATIONTOKEN=``, and of
+  ``/d`` / ``-Value`` on a line that names a token.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 SYSPREP_FAILURE = (
@@ -47,6 +53,21 @@ PREVENT_KEYS = (
 )
 APP_SIZE_GB = 0.6
 UPDATE_SIZE_GB = 2.5
+AGENT_KEY = "HKLM\\SOFTWARE\\Microsoft\\RDInfraAgent"
+AGENT_APP = "Microsoft.RDInfra.RDAgent"
+BOOT_LOADER_APP = "Microsoft.RDInfra.RDAgentBootLoader"
+_SECRET_VALUE = re.compile(
+    r"((?:^|\s)(?:/d|-value|-token|-registrationtoken)\s+|registrationtoken=)"
+    r"(\"[^\"]*\"|'[^']*'|\S+)",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """A command line with its secrets masked (registration tokens): safe to keep or show."""
+    if "token" not in text.lower():
+        return text
+    return _SECRET_VALUE.sub(lambda m: m.group(1) + "***", text)
 
 
 @dataclass
@@ -224,6 +245,7 @@ class ScriptError(ValueError):
     """A line that is not a recognised command (reported as PowerShell would)."""
 
     def __init__(self, line_no: int, text: str) -> None:
+        text = redact(text)
         self.line_no = line_no
         self.text = text
         word = text.split()[0] if text.split() else text
@@ -284,7 +306,9 @@ def parse_script(script: str, parameters: dict[str, str] | None = None) -> list[
             continue
         for name, value in (parameters or {}).items():
             line = re.sub(rf"\${re.escape(name)}\b", _literal(value), line)
-        steps.append(_parse_line(no, line))
+        step = _parse_line(no, line)
+        step.text = redact(step.text)
+        steps.append(step)
     return steps
 
 
@@ -380,6 +404,23 @@ def _parse_line(no: int, line: str) -> Step:
         ("hklm", "hkcu", "registry::")
     ):
         return Step(line, "guest.registry", lambda g, c: None)
+
+    if head == "register-avdsessionhost":
+        token = _opt(rest, "-token", "-registrationtoken")
+        if not token:
+            # Never echo the line: a mistyped parameter name may precede the token.
+            return Step(
+                args[0],
+                "guest.registry",
+                lambda g, c: c.fail(
+                    "Register-AVDSessionHost : Missing an argument for parameter 'Token'. "
+                    "Specify a parameter of type 'System.String' and try again."
+                ),
+            )
+        return Step(line, "guest.registry", _register_agent(_unquote(token)))
+
+    if re.search(r"(^|\\)msiexec(\.exe)?$", head) and _opt(rest, "/i", "/package"):
+        return _msiexec(no, line, rest)
 
     if head == "get-itemproperty":
         path = _opt(rest, "-path", "-literalpath") or (rest[0] if rest else "")
@@ -488,6 +529,56 @@ def _get_reg(key: str, name: str) -> Callable[..., None]:
     return run
 
 
+def _register_agent(token: str) -> Callable[..., None]:
+    def run(g: GuestState, c: ScriptContext) -> None:
+        g.set_registry(AGENT_KEY, "RegistrationToken", "REG_SZ", token)
+        g.set_registry(AGENT_KEY, "IsRegistered", "REG_DWORD", "0")
+        c.out("The registration token was written; the agent registers with its host pool.")
+
+    return run
+
+
+def _msiexec(no: int, line: str, rest: list[str]) -> Step:
+    """``msiexec /i <path>RDAgent<...>.msi /quiet [REGISTRATIONTOKEN=<t>]`` (the AVD agent or
+    its boot loader); other packages are not modelled."""
+    package = _unquote(_opt(rest, "/i", "/package") or "")
+    file_name = re.split(r"[\\/]", package)[-1]
+    if "rdagent" not in file_name.lower() or not file_name.lower().endswith(".msi"):
+        raise ScriptError(no, line)
+    public = {}
+    for arg in rest:
+        key, sep, value = arg.partition("=")
+        if sep and not key.startswith("/"):
+            public[key.upper()] = _unquote(value)
+    quiet = _has(rest, "/quiet", "/qn", "/q")
+    boot_loader = "bootloader" in file_name.lower()
+    version = re.search(r"(\d+(?:\.\d+){2,3})", file_name)
+    token = public.get("REGISTRATIONTOKEN", "")
+
+    def run(g: GuestState, c: ScriptContext) -> None:
+        if not quiet:
+            c.fail(
+                "msiexec: without /quiet (or /qn) the installer waits for its user interface, "
+                "which a run command never shows."
+            )
+            return
+        if g.os_type != "Windows":
+            c.fail("msiexec: not a Windows guest")
+            return
+        if g.free_disk_gb < APP_SIZE_GB:
+            c.fail(f"msiexec: There is not enough space on the disk ({g.free_disk_gb:.1f} GB).")
+            return
+        g.apps[BOOT_LOADER_APP if boot_loader else AGENT_APP] = (
+            version.group(1) if version else "latest"
+        )
+        g.free_disk_gb -= APP_SIZE_GB
+        if token and not boot_loader:
+            _register_agent(token)(g, c)
+        c.out(f"{file_name}: Installation completed successfully.")
+
+    return Step(line, "guest.msi_install", run)
+
+
 def _windows_update(auto_reboot: bool) -> Callable[..., None]:
     def run(g: GuestState, c: ScriptContext) -> None:
         if g.free_disk_gb < UPDATE_SIZE_GB:
@@ -568,11 +659,3 @@ def _post(uri: str, ctype: str, body: str, headers: dict[str, str]) -> Callable[
         c.http_posts.append((uri, ctype, body, dict(headers)))
 
     return run
-
-
-def script_duration(steps: list[Step], latency: Callable[[str], timedelta]) -> timedelta:
-    """Total time of a script (for estimates; execution draws each step separately)."""
-    total = timedelta(0)
-    for s in steps:
-        total += timedelta(seconds=s.seconds) if s.seconds is not None else latency(s.latency)
-    return total

@@ -108,6 +108,7 @@ DEFAULTS: dict[str, LatencySpec] = {
     "guest.restart": _s(120),
     "guest.stop": _s(30),
     "guest.sysprep": _s(600),
+    "guest.msi_install": _s(60),  # msiexec /i <the AVD agent or its boot loader>.msi /quiet
     "guest.http_post": _s(1),
     # Compute Gallery (used by emulator/gallery.py).
     "gallery.create": _s(20),

@@ -164,3 +164,76 @@ def test_parameters_are_substituted() -> None:
     ctx = ScriptContext(now=lambda: NOW)
     steps[0].run(g, ctx)
     assert g.apps == {"git": "latest"}
+
+
+AGENT_KEY = "HKLM\\SOFTWARE\\Microsoft\\RDInfraAgent"
+TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJIb3N0UG9vbCI6ImhwMSJ9.c2lnbmF0dXJl"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f"Register-AVDSessionHost -Token {TOKEN}",
+        f"Register-AVDSessionHost -Token '{TOKEN}'",
+        rf"msiexec /i C:\temp\Microsoft.RDInfra.RDAgent.Installer-x64-1.0.10673.1000.msi /quiet "
+        f"REGISTRATIONTOKEN={TOKEN}",
+        rf'msiexec.exe /i "C:\Program Files\RDAgent.msi" /qn REGISTRATIONTOKEN="{TOKEN}"',
+    ],
+    ids=["register", "register-quoted", "msiexec", "msiexec-exe-quoted"],
+)
+def test_agent_commands_write_the_registration_token_and_never_show_it(line: str) -> None:
+    g = win11_25h2()
+    steps = parse_script(line)
+    ctx = run(g, line)
+    assert ctx.stderr == []
+    entry = g.get_registry(AGENT_KEY, "RegistrationToken")
+    assert entry is not None
+    assert entry["data"] == TOKEN
+    # The step's text (kept in the guest's history) and the output never carry the token.
+    assert TOKEN not in steps[0].text
+    assert "***" in steps[0].text
+    assert all(TOKEN not in out for out in ctx.stdout)
+
+
+def test_msiexec_installs_the_agent_or_its_boot_loader() -> None:
+    g = win11_25h2()
+    free = g.free_disk_gb
+    ctx = run(
+        g,
+        r"msiexec /i C:\temp\Microsoft.RDInfra.RDAgent.Installer-x64-1.0.10673.1000.msi /quiet"
+        "\n"
+        r"msiexec /i C:\temp\Microsoft.RDInfra.RDAgentBootLoader.Installer-x64.msi /quiet",
+    )
+    assert ctx.stderr == []
+    assert g.apps["Microsoft.RDInfra.RDAgent"] == "1.0.10673.1000"
+    assert g.apps["Microsoft.RDInfra.RDAgentBootLoader"] == "latest"
+    assert g.free_disk_gb < free
+    assert g.get_registry(AGENT_KEY, "RegistrationToken") is None  # no token: not registered
+    # Without /quiet the installer would wait for its UI: the step fails, the token unseen.
+    loud = run(g, rf"msiexec /i C:\temp\RDAgent.msi REGISTRATIONTOKEN={TOKEN}")
+    assert "quiet" in loud.stderr[0]
+    assert g.get_registry(AGENT_KEY, "RegistrationToken") is None
+    # Other packages are not modelled.
+    with pytest.raises(ScriptError):
+        parse_script(r"msiexec /i C:\temp\other.msi /quiet")
+
+
+def test_bad_agent_lines_fail_without_echoing_the_token() -> None:
+    g = win11_25h2()
+    ctx = run(g, f"Register-AVDSessionHost -Tokn {TOKEN}")
+    assert ctx.exit_code == 1
+    assert "Token" in ctx.stderr[0]
+    assert TOKEN not in ctx.stderr[0]
+    assert parse_script(f"Register-AVDSessionHost -Tokn {TOKEN}")[0].text == (
+        "Register-AVDSessionHost"
+    )
+    with pytest.raises(ScriptError) as err:
+        parse_script(f"Reg1ster-AVDSessionHost -Token {TOKEN}")
+    assert TOKEN not in str(err.value)
+    # A token written with reg add or Set-ItemProperty is masked the same way.
+    for line in (
+        f"reg add {AGENT_KEY} /v RegistrationToken /t REG_SZ /d {TOKEN} /f",
+        f"Set-ItemProperty -Path 'HKLM:\\SOFTWARE\\Microsoft\\RDInfraAgent' "
+        f"-Name RegistrationToken -Value '{TOKEN}'",
+    ):
+        assert TOKEN not in parse_script(line)[0].text
