@@ -12,11 +12,15 @@ an *active* session is work lost).
 Session hosts register themselves: a VM whose ``osProfile.customData`` is base64 JSON
 ``{"avdRegistrationToken": "<token>", "hostPool": "<host pool id>"}``, or whose guest registry
 holds the token at ``HKLM\\SOFTWARE\\Microsoft\\RDInfraAgent`` ``RegistrationToken`` (as the AVD
-agent installer writes it), registers ``avd.host.register`` after it booted, if the token is
-still valid then. An expired, replaced or unknown token: the host never registers (listed in
-the report). The compute module offers no "VM booted" hook, so this module looks for such VMs
-on every AVD request, on every simulated-user event and, only while such a VM is still being
-provisioned, every 30 s of host time.
+agent installer writes it), registers ``avd.host.register`` after it booted (or after a run
+command wrote the token into a running VM), if the token is still valid then. An expired,
+replaced or unknown token: the host never registers (listed in the report).
+
+Everything follows the compute module's listener topics, at the virtual instant things happen:
+``vm.power`` (a VM booted: its registration is scheduled; a VM stopping, stopped, deallocating,
+deallocated, starting or deleted: its session host's status changes and its sessions are lost)
+and ``vm.guest`` (a run-command step may have written the agent's token). Nothing polls; AVD
+requests additionally reconcile (:func:`sync`) in case a test changed state in-process.
 
 Public helpers (used by :mod:`emulator.users` and the lead): :func:`avd_state`, :func:`sync`,
 :func:`host_status`, :func:`accepting_hosts`, :func:`sessions_of`, :func:`open_session`,
@@ -45,11 +49,10 @@ from emulator.arm import (
     check_name,
     resource_not_found,
 )
-from emulator.core import Emulator, ScheduledItem
-from emulator.events import WRITE_SUCCESS, iso
+from emulator.core import Emulator
+from emulator.events import iso
 from emulator.scenario import Scenario
 
-PROVIDER = "Microsoft.DesktopVirtualization"
 HP_TYPE = "Microsoft.DesktopVirtualization/hostpools"
 SH_TYPE = "Microsoft.DesktopVirtualization/hostpools/sessionhosts"
 US_TYPE = "Microsoft.DesktopVirtualization/hostpools/sessionhosts/usersessions"
@@ -81,7 +84,6 @@ SXS_VERSION = "rdp-sxs250626000"
 TOKEN_MIN = timedelta(hours=1)
 TOKEN_MAX = timedelta(days=30)
 TOKEN_SLACK = timedelta(minutes=5)  # clock skew between a client and the service
-SWEEP_INTERVAL = timedelta(seconds=30)
 MAX_SESSION_LIMIT = 999999
 AGENT_KEY = "HKLM\\SOFTWARE\\Microsoft\\RDInfraAgent"
 
@@ -189,7 +191,6 @@ class AvdState:
         self.tokens: dict[str, TokenInfo] = {}
         self.stats = AvdStats()
         self.listeners: list[AvdListener] = []
-        self.sweep_item: ScheduledItem | None = None
         self.rejected: list[dict[str, str]] = []
         self.log: list[dict[str, Any]] = []
 
@@ -341,13 +342,6 @@ def _pool_of(host_or_session_id: str) -> str:
     return "/".join(parts[: i + 2])
 
 
-def _host_of(session_id: str) -> str:
-    parts = session_id.split("/")
-    low = [p.lower() for p in parts]
-    i = low.index("sessionhosts")
-    return "/".join(parts[: i + 2])
-
-
 def _registration_info(rt: PoolRuntime, with_token: bool) -> dict[str, Any]:
     return {
         "expirationTime": iso(rt.expires) if rt.expires else None,
@@ -472,59 +466,48 @@ def _registration_request(emu: Emulator, vm: dict[str, Any]) -> tuple[str, str, 
     return None
 
 
-def _boot_time(emu: Emulator, vm_id: str) -> datetime | None:
-    low = vm_id.lower()
-    for ev in reversed(emu.events.events(WRITE_SUCCESS)):
-        if ev.subject.lower() == low and ev.data.get("operationName", "").lower().endswith(
-            "virtualmachines/write"
-        ):
-            return ev.event_time
-    return None
-
-
-def _ensure_sweep(emu: Emulator, delay: timedelta) -> None:
-    st = avd_state(emu)
-    due = emu.now() + delay
-    item = st.sweep_item
-    if item is not None and not item.cancelled and not item.done and item.due <= due:
+def _consider(emu: Emulator, vm_id: str) -> None:
+    """Schedule the agent's registration of a booted VM that carries a (new) token."""
+    vm = emu.store.get(vm_id)
+    if vm is None:
         return
-    if item is not None:
-        item.cancel()
-    st.sweep_item = emu.schedule(delay, lambda: sync(emu), "avd:registration-sweep")
+    req = _registration_request(emu, vm)
+    if req is None:
+        return
+    token, source, _hint = req
+    meta = emu.store.meta(vm_id)
+    reg = meta.get("avd")
+    if isinstance(reg, VmRegistration) and reg.token == token:
+        return
+    if str(vm.get("properties", {}).get("provisioningState")) not in ("Succeeded", "Updating"):
+        return  # being created (it boots later), failed or being deleted
+    if _vm_power(emu, vm_id) != "running":
+        return  # the agent starts with the VM: "running" brings it back here
+    due = emu.now() + emu.latency.get("avd.host.register")
+    meta["avd"] = VmRegistration(token, source, "scheduled", due)
+    emu.schedule_at(
+        due, functools.partial(_register_due, emu, vm_id, token), f"avd:register:{vm_id}"
+    )
 
 
-def _discover(emu: Emulator) -> None:
-    """Schedule the registration of VMs that carry a (new) registration token."""
-    from emulator.compute import vm_runtime
+def _refresh_hosts_of_vm(emu: Emulator, vm_id: str) -> None:
+    """Bring the session host(s) backed by a VM up to date and tell the listeners."""
+    low = vm_id.lower()
+    changed: set[str] = set()
+    for host in emu.store.list("/subscriptions", SH_TYPE):
+        rt = _host_rt(emu, str(host["id"]))
+        if rt is not None and rt.vm_id.lower() == low and _refresh_host(emu, host):
+            changed.add(_pool_of(str(host["id"])))
+    for pool_id in sorted(changed):
+        for listener in _listeners(emu):
+            listener.on_hosts_changed(pool_id)
 
-    pending = False
-    now = emu.now()
-    for vm in emu.store.list("/subscriptions", VM_TYPE):
-        vm_id = str(vm["id"])
-        req = _registration_request(emu, vm)
-        if req is None:
-            continue
-        token, source, _hint = req
-        meta = emu.store.meta(vm_id)
-        reg = meta.get("avd")
-        if isinstance(reg, VmRegistration) and reg.token == token:
-            continue
-        state = str(vm.get("properties", {}).get("provisioningState"))
-        rt = vm_runtime(emu, vm_id)
-        power = rt.power if rt is not None else "running"
-        if state == "Creating" or power == "starting":
-            pending = True
-            continue
-        if state != "Succeeded" or power != "running":
-            continue
-        booted = _boot_time(emu, vm_id) if source == "customData" else None
-        due = max(now, (booted or now) + emu.latency.get("avd.host.register"))
-        meta["avd"] = VmRegistration(token, source, "scheduled", due)
-        emu.schedule_at(
-            due, functools.partial(_register_due, emu, vm_id, token), f"avd:register:{vm_id}"
-        )
-    if pending:
-        _ensure_sweep(emu, SWEEP_INTERVAL)
+
+def _on_vm_power(emu: Emulator, vm_id: str, power: str) -> None:
+    """The ``vm.power`` listener: registrations start at boot, host statuses follow."""
+    if power == "running":
+        _consider(emu, vm_id)
+    _refresh_hosts_of_vm(emu, vm_id)
 
 
 def _reject(emu: Emulator, vm_id: str, reg: VmRegistration, reason: str) -> None:
@@ -665,8 +648,8 @@ def _refresh_host(emu: Emulator, host: dict[str, Any]) -> bool:
         return False
     status = host_status(emu, host)
     now = emu.now()
-    if status == "Available" or status == "NeedsAssistance":
-        rt.last_heartbeat = now
+    if status in ("Available", "NeedsAssistance") or rt.status in ("Available", "NeedsAssistance"):
+        rt.last_heartbeat = now  # the agent reports until the moment its host goes down
     if status == rt.status:
         return False
     old = rt.status
@@ -680,8 +663,12 @@ def _refresh_host(emu: Emulator, host: dict[str, Any]) -> bool:
 
 
 def sync(emu: Emulator) -> None:
-    """Bring AVD up to date with the VMs: registrations, host statuses, lost sessions."""
-    _discover(emu)
+    """Reconcile AVD with the VMs: registrations, host statuses, lost sessions.
+
+    The ``vm.power`` / ``vm.guest`` listeners keep AVD current as things happen; this catches
+    state changed in-process without them (tests, demos). Called on every AVD request."""
+    for vm in emu.store.list("/subscriptions", VM_TYPE):
+        _consider(emu, str(vm["id"]))
     changed: set[str] = set()
     for host in emu.store.list("/subscriptions", SH_TYPE):
         if _refresh_host(emu, host):
@@ -1508,6 +1495,8 @@ def register(emu: Emulator) -> None:
         return Response(200)
 
     # -- seeding, ownership, report ------------------------------------------------------------
+    emu.add_listener("vm.power", lambda vm_id, power: _on_vm_power(emu, vm_id, power))
+    emu.add_listener("vm.guest", lambda vm_id, _kind: _consider(emu, vm_id))
     emu.add_seeder(lambda scenario: _seed(emu, scenario))
     emu.add_owner_rule(lambda r: _owner_of(emu, r))
     emu.add_report_section("avd", lambda: avd_report(emu))
@@ -1557,7 +1546,7 @@ def _image_reference(spec_ref: Any, scenario: Scenario, where: str) -> dict[str,
 
 
 def _seed(emu: Emulator, scenario: Scenario) -> None:
-    from emulator.compute import seed_vm, vm_runtime
+    from emulator.compute import seed_vm, set_power
 
     for pi, hp in enumerate(scenario.host_pools):
         sub = hp.subscription or scenario.default_subscription
@@ -1634,9 +1623,7 @@ def _seed(emu: Emulator, scenario: Scenario) -> None:
                         f"scenario is invalid: {where}: cannot create VM {vm_name}: {e.message}"
                     ) from None
                 if getattr(hs, "power", "running") == "deallocated":
-                    vrt = vm_runtime(emu, str(vm["id"]))
-                    if vrt is not None:
-                        vrt.power = "deallocated"
+                    set_power(emu, str(vm["id"]), "deallocated")
                 register_vm(
                     emu,
                     pid,

@@ -71,8 +71,11 @@ class UserLoadProfile(_BaseProfile):
     message ("please save your work"), ``message_logoff_fraction`` of the active users log off
     by themselves within ``message_reaction_minutes``. A user logged off by force (or whose host
     shut down) tries again after ``reconnect_minutes``; a logon that finds no host with a free
-    slot is retried after ``retry_minutes``. ``days`` bounds the simulation (then users stop:
-    the clock is not kept busy); ``enabled: false`` turns the users off.
+    slot is retried after ``retry_minutes`` (with the pool's ``start_vm_on_connect`` the user
+    first starts a stopped host and waits up to ``retry_minutes`` for it). ``days`` bounds the
+    simulation (then users stop: the clock is not kept busy); ``enabled: false`` turns the users
+    off. A stopped host is noticed the instant its VM stops (no polling), so the former
+    ``heartbeat_minutes`` is accepted and ignored.
     """
 
     enabled: bool = True
@@ -83,8 +86,6 @@ class UserLoadProfile(_BaseProfile):
     message_reaction_minutes: float = Field(default=10, gt=0)
     reconnect_minutes: float = Field(default=5, gt=0)
     retry_minutes: float = Field(default=10, gt=0)
-    # How often the broker notices hosts that stopped (missing heartbeats) while users are on.
-    heartbeat_minutes: float = Field(default=5, gt=0, le=60)
     upn_domain: str = Field(default="contoso.com", min_length=1)
     netbios_domain: str = Field(default="CONTOSO", min_length=1)
 

@@ -140,9 +140,6 @@ class ResourceStore:
         """Emulator-private state beside a resource (created empty on first use)."""
         return self._meta.setdefault(self.key(resource_id), {})
 
-    def has_meta(self, resource_id: str) -> bool:
-        return self.key(resource_id) in self._meta
-
     def clear(self) -> None:
         self._items.clear()
         self._meta.clear()

@@ -4,23 +4,27 @@ Each host pool with a ``user_profile`` (:class:`emulator.avd_scenario.UserLoadPr
 population of users driven by :meth:`Emulator.schedule` on the shared clock. Every pool keeps
 its users' next events in its own queue and has at most ONE item scheduled with the emulator
 (its earliest event), so the virtual clock only stops where a user does something; after the
-profile's ``days`` (or with ``enabled: false``) nothing is scheduled at all. While anyone is in
-session, a heartbeat event every ``heartbeat_minutes`` lets the pool notice a host whose VM
-stopped (its sessions are lost), as the AVD broker notices missing agent heartbeats.
+profile's ``days`` (or with ``enabled: false``) nothing is scheduled at all. A host whose VM
+stops loses its sessions at that instant (the AVD module follows the compute module's
+``vm.power`` listener topic and tells this module), so nothing polls.
 
 New sessions go only to session hosts that are Available, not drained (``allowNewSession``)
 and below ``maxSessionLimit``: BreadthFirst picks the host with the fewest sessions, DepthFirst
 the fullest one still below the limit, Persistent (Personal pools) the user's assigned host
 (Automatic assignment takes a free one). Users on a drained host stay until they log off or are
-logged off. Randomness comes from a generator seeded with the scenario's seed and the pool id:
-same seed, same requests, same run.
+logged off. With the host pool's ``startVMOnConnect``, a user who finds no host taking new
+sessions starts one whose VM is stopped or deallocated (pooled: only when no host is starting
+already; personal: the user's assigned host, or a free one with Automatic assignment), waits
+for it, and logs on the instant it is Available; after ``retry_minutes`` without one the logon
+counts as failed and is tried again. Randomness comes from a generator seeded with the
+scenario's seed and the pool id: same seed, same requests, same run.
 
 Recorded per pool (report section ``users``; ``GET /_emulator/users``): logons, failed logons
-(no free slot), messages per user, forced log-offs, work lost (an *active* session ended by
-force or by its host going down), self log-offs after a message, and capacity over time
-(hosts accepting sessions, session slots, active and disconnected sessions). ``PUT
-/_emulator/users`` with ``{"enabled": false}`` (optionally ``"hostPool": name``) turns users
-off; ``{"enabled": true}`` turns them back on from now.
+(no free slot), VMs started on connect, messages per user, forced log-offs, work lost (an
+*active* session ended by force or by its host going down), self log-offs after a message, and
+capacity over time (hosts accepting sessions, session slots, active and disconnected
+sessions). ``PUT /_emulator/users`` with ``{"enabled": false}`` (optionally ``"hostPool":
+name``) turns users off; ``{"enabled": true}`` turns them back on from now.
 """
 
 from __future__ import annotations
@@ -44,9 +48,9 @@ from emulator.avd import (
     reconnect_session,
     session_hosts_of,
     sessions_of,
-    sync,
 )
 from emulator.avd_scenario import UserLoadProfile
+from emulator.compute import start_vm, vm_runtime
 from emulator.core import Emulator, ScheduledItem
 from emulator.events import iso
 from emulator.scenario import Scenario
@@ -66,6 +70,7 @@ class SimUser:
     planned_end: datetime | None = None
     disconnect_at: datetime | None = None
     gen: int = 0
+    waiting: bool = False  # for a VM started on connect
     logons: int = 0
     failed_logons: int = 0
     messages: int = 0
@@ -79,7 +84,7 @@ class _Event:
     due: datetime
     seq: int
     user: int = field(compare=False)
-    kind: str = field(compare=False)  # logon disconnect end reconnect msglogoff heartbeat
+    kind: str = field(compare=False)  # logon disconnect end reconnect msglogoff startwait
     gen: int = field(compare=False)
 
 
@@ -112,26 +117,15 @@ class PoolSim:
         self.timeline_dropped = 0
         self.placement_violations: list[str] = []
         self.min_accepting_while_users: int | None = None
-        self._hb_gen = 0
-        self._hb_pending = False
+        self.vm_starts: list[dict[str, str]] = []
+        self.start_failures: list[str] = []
 
     # -- queue -------------------------------------------------------------------------------
     def push(self, due: datetime, user: SimUser, kind: str) -> None:
         heapq.heappush(self._heap, _Event(due, next(self._seq), user.index, kind, user.gen))
 
     def _stale(self, ev: _Event) -> bool:
-        if ev.user < 0:
-            return ev.gen != self._hb_gen
         return ev.gen != self.users[ev.user].gen
-
-    def _heartbeat(self) -> None:
-        """While anyone is in session, look at the hosts every few minutes (as the AVD broker
-        notices a host's missing heartbeat): a host that went down loses its sessions."""
-        if self._hb_pending or not any(u.session_id for u in self.users):
-            return
-        self._hb_pending = True
-        due = self.emu.now() + timedelta(minutes=self.profile.heartbeat_minutes)
-        heapq.heappush(self._heap, _Event(due, next(self._seq), -1, "heartbeat", self._hb_gen))
 
     def reschedule(self) -> None:
         while self._heap and self._stale(self._heap[0]):
@@ -153,17 +147,12 @@ class PoolSim:
         self.item = None
         if not self.enabled:
             return
-        sync(self.emu)
         now = self.emu.now()
         while self._heap and self._heap[0].due <= now:
             ev = heapq.heappop(self._heap)
             if self._stale(ev):
                 continue
-            if ev.user < 0:
-                self._hb_pending = False
-                continue
             self._handle(self.users[ev.user], ev.kind)
-        self._heartbeat()
         self.sample()
         self.reschedule()
 
@@ -191,10 +180,12 @@ class PoolSim:
                 u.day += 1
                 continue
             u.gen += 1
+            u.waiting = False
             u.planned_end = end
             u.disconnect_at = logon + (end - logon) * frac if disconnects else None
             self.push(max(logon, now), u, "logon")
             return
+        u.waiting = False
         u.planned_end = None
 
     def next_day(self, u: SimUser) -> None:
@@ -216,12 +207,11 @@ class PoolSim:
                 return
             host = self.place(u)
             if host is None:
-                u.failed_logons += 1
-                retry = now + timedelta(minutes=self.profile.retry_minutes)
-                if retry < u.planned_end:
-                    self.push(retry, u, "logon")
-                else:
-                    self.next_day(u)
+                if self.start_on_connect(u):
+                    u.waiting = True
+                    self.push(now + timedelta(minutes=self.profile.retry_minutes), u, "startwait")
+                    return
+                self._logon_failed(u)
                 return
             session = open_session(self.emu, str(host["id"]), u.upn, u.ad_user)
             u.session_id = str(session["id"])
@@ -230,6 +220,10 @@ class PoolSim:
             if u.disconnect_at is not None and now < u.disconnect_at < u.planned_end:
                 self.push(u.disconnect_at, u, "disconnect")
             self.push(u.planned_end, u, "end")
+        elif kind == "startwait":
+            # The VM started for this user did not become available in time.
+            u.waiting = False
+            self._logon_failed(u)
         elif kind == "disconnect":
             if u.session_id is not None:
                 disconnect_session(self.emu, u.session_id)
@@ -252,6 +246,71 @@ class PoolSim:
                 "disconnectTimeout" if disconnected and kind == "end" else "userLogoff",
             )
             self.next_day(u)
+
+    def _logon_failed(self, u: SimUser) -> None:
+        u.failed_logons += 1
+        retry = self.emu.now() + timedelta(minutes=self.profile.retry_minutes)
+        if u.planned_end is not None and retry < u.planned_end:
+            self.push(retry, u, "logon")
+        else:
+            self.next_day(u)
+
+    def start_on_connect(self, u: SimUser) -> bool:
+        """Start VM on Connect for a user who found no host: True when a host's VM is starting
+        for them (started now, or already starting), so the user waits for it."""
+        emu = self.emu
+        pool = emu.store.get(self.pool_id)
+        if pool is None or not pool["properties"].get("startVMOnConnect"):
+            return False
+        hosts = [
+            h
+            for h in session_hosts_of(emu, self.pool_id)
+            if h["properties"].get("allowNewSession", True)
+        ]
+        if pool["properties"].get("hostPoolType") == "Personal":
+            mine = [
+                h
+                for h in hosts
+                if str(h["properties"].get("assignedUser") or "").lower() == u.upn.lower()
+            ]
+            automatic = pool["properties"].get("personalDesktopAssignmentType") == "Automatic"
+            hosts = mine or (
+                [h for h in hosts if not h["properties"].get("assignedUser")] if automatic else []
+            )
+
+        def power(h: dict[str, Any]) -> str:
+            rt = vm_runtime(emu, str(h["properties"].get("resourceId", "")))
+            return rt.power if rt is not None else "deleted"
+
+        if any(power(h) == "starting" for h in hosts):
+            return True  # one is on its way: wait for it rather than start another
+        for h in sorted(hosts, key=lambda h: str(h["name"]).lower()):
+            if power(h) not in ("stopped", "deallocated"):
+                continue
+            vm_id = str(h["properties"]["resourceId"])
+            try:
+                started = start_vm(emu, vm_id)
+            except ArmError as e:  # e.g. generalized or being deleted: try the next one
+                self.start_failures.append(f"{emu.now_iso()} {vm_id}: {e.code}: {e.message}")
+                continue
+            if started:
+                self.vm_starts.append({"time": emu.now_iso(), "vm": vm_id, "user": u.upn})
+                return True
+        return False
+
+    def on_hosts_changed(self) -> None:
+        """A host changed: users waiting for a VM started on connect log on once one takes
+        sessions."""
+        self.sample()
+        waiting = [u for u in self.users if u.waiting]
+        if not waiting or not self.enabled or not accepting_hosts(self.emu, self.pool_id):
+            return
+        now = self.emu.now()
+        for u in waiting:
+            u.waiting = False
+            u.gen += 1  # the wait's time limit no longer applies
+            self.push(now, u, "logon")
+        self.reschedule()
 
     def place(self, u: SimUser) -> dict[str, Any] | None:
         emu = self.emu
@@ -382,8 +441,6 @@ class PoolSim:
         if enabled == self.enabled:
             return
         self.enabled = enabled
-        self._hb_gen += 1
-        self._hb_pending = False
         if enabled:
             for u in self.users:
                 if u.session_id is None:
@@ -399,6 +456,8 @@ class PoolSim:
             "days": self.profile.days,
             "logons": sum(u.logons for u in users),
             "failedLogons": sum(u.failed_logons for u in users),
+            "vmStartsOnConnect": list(self.vm_starts),
+            "startOnConnectFailures": list(self.start_failures),
             "messagesSent": sum(u.messages for u in users),
             "messagesByUser": {u.upn: u.messages for u in users if u.messages},
             "forcedLogoffs": sum(u.forced_logoffs for u in users),
@@ -449,7 +508,7 @@ class UsersState:
     def on_hosts_changed(self, pool_id: str) -> None:
         sim = self._sim(pool_id)
         if sim is not None:
-            sim.sample()
+            sim.on_hosts_changed()
 
     def report(self, timeline_points: int = 50) -> dict[str, Any]:
         return {
