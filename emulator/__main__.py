@@ -98,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         "virtual": clock.virtual,
         "scenario": scenario.name,
     }
-    (state_dir / "endpoint.json").write_text(json.dumps(endpoint, indent=2) + "\n")
+    # Atomically: whoever waits for the file never reads it half written.
+    partial = state_dir / "endpoint.json.tmp"
+    partial.write_text(json.dumps(endpoint, indent=2) + "\n")
+    partial.replace(state_dir / "endpoint.json")
     print(f"Azure emulator listening on {running.url}")
     print(f"CA bundle: {endpoint['ca_path']}")
     print(f"Endpoint file: {(state_dir / 'endpoint.json').resolve()}")
