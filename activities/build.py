@@ -102,9 +102,16 @@ def _resource_tags(plan: BuildPlan, build_id: str, role: BuildRole) -> dict[str,
     return {**plan.tags, **build_resource_tags(plan.image, build_id, role)}
 
 
-def _same_build(build_id: str, tags: Mapping[str, str], what: str) -> None:
+def _require_own(build_id: str, tags: Mapping[str, str], what: str) -> None:
+    """An existing resource under this build's name is this build's only when its
+    ``imagefactory:build-id`` tag says so (the factory tags everything it creates itself)."""
     found = tag_value(tags, TAG_BUILD_ID)
-    if found is not None and found != build_id:
+    if found is None:
+        raise ConflictError(
+            f"{what} already exists without an {TAG_BUILD_ID} tag: not created by build "
+            f"{build_id}; it is left alone (rename or remove it)"
+        )
+    if found != build_id:
         raise ConflictError(f"{what} already exists and belongs to build {found}, not {build_id}")
 
 
@@ -247,7 +254,6 @@ def allocate_version(payload: Any) -> dict[str, Any]:
 class CreateVmInput(_Input):
     plan: BuildPlan
     build_id: str = Field(min_length=1, max_length=64)
-    role: str = Field(default="build", pattern=r"^[a-z][a-z0-9-]{0,31}$")
     os_disk_id: str | None = None
 
 
@@ -305,7 +311,7 @@ def create_build_vm(payload: Any) -> dict[str, Any]:
     vm_id = compute.vm_id(settings, plan.resource_group, name)
     existing = compute.get_vm(settings, vm_id)
     if existing.exists:
-        _same_build(args.build_id, existing.tags, f"VM {name}")
+        _require_own(args.build_id, existing.tags, f"VM {name}")
         return {"vm_id": existing.id}
     spec = VmSpec(
         resource_group=plan.resource_group,
@@ -439,7 +445,9 @@ def create_snapshot(payload: Any) -> dict[str, Any]:
     settings = load_settings()
     plan = args.plan
     snap_id = compute.snapshot_id(settings, plan.resource_group, args.name)
-    if compute.get_resource_state(settings, snap_id).exists:
+    existing = compute.get_resource_state(settings, snap_id)
+    if existing.exists:
+        _require_own(args.build_id, existing.tags, f"snapshot {args.name}")
         return {"snapshot_id": snap_id}
     compute.begin_create_snapshot(
         settings,
@@ -467,7 +475,9 @@ def create_disk_from_snapshot(payload: Any) -> dict[str, Any]:
     settings = load_settings()
     plan = args.plan
     disk_id = compute.disk_id(settings, plan.resource_group, args.name)
-    if compute.get_resource_state(settings, disk_id).exists:
+    existing = compute.get_resource_state(settings, disk_id)
+    if existing.exists:
+        _require_own(args.build_id, existing.tags, f"disk {args.name}")
         return {"disk_id": disk_id}
     compute.begin_create_disk_from_snapshot(
         settings,
@@ -522,7 +532,7 @@ def create_image_version(payload: Any) -> dict[str, Any]:
     )
     existing = gallery.get_image_version(settings, version_id)
     if existing.exists:
-        _same_build(args.build_id, existing.tags, f"gallery version {args.version}")
+        _require_own(args.build_id, existing.tags, f"gallery version {args.version}")
         return {"version_id": existing.id}
     now = args.built_at or datetime.now(UTC)
     tags = _plan.staged_version_tags(

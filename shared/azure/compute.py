@@ -391,9 +391,13 @@ def _nic_state(settings: Settings, arm: ResourceId) -> ResourceState:
     )
     if response is None:
         return ResourceState(id=str(arm), exists=False)
-    props = json_body(response).get("properties") or {}
+    body = json_body(response)
+    props = body.get("properties") or {}
     return ResourceState(
-        id=str(arm), exists=True, provisioning_state=props.get("provisioningState")
+        id=str(arm),
+        exists=True,
+        provisioning_state=props.get("provisioningState"),
+        tags=dict(body.get("tags") or {}),
     )
 
 
@@ -433,24 +437,28 @@ def get_resource_state(settings: Settings, resource: str) -> ResourceState:
     if arm.is_type(VM_TYPE):
         vm = get_vm(settings, resource)
         return ResourceState(
-            id=vm.id, exists=vm.exists, provisioning_state=vm.provisioning_state, error=vm.error
+            id=vm.id,
+            exists=vm.exists,
+            provisioning_state=vm.provisioning_state,
+            error=vm.error,
+            tags=vm.tags,
         )
     what = f"get {arm.type} {arm.name}"
+    found: models.Disk | models.Snapshot | None
     if arm.is_type(DISK_TYPE):
-        disk = absent_as_none(what, lambda: client.disks.get(arm.resource_group, arm.name))
-        if disk is None:
-            return ResourceState(id=str(arm), exists=False)
-        state = disk.properties.provisioning_state if disk.properties else None
+        found = absent_as_none(what, lambda: client.disks.get(arm.resource_group, arm.name))
     elif arm.is_type(SNAPSHOT_TYPE):
-        snap = absent_as_none(what, lambda: client.snapshots.get(arm.resource_group, arm.name))
-        if snap is None:
-            return ResourceState(id=str(arm), exists=False)
-        state = snap.properties.provisioning_state if snap.properties else None
+        found = absent_as_none(what, lambda: client.snapshots.get(arm.resource_group, arm.name))
     else:
         raise InputError.single(
             "resource_id", f"{arm.type} is not a build resource type this app checks"
         )
-    return ResourceState(id=str(arm), exists=True, provisioning_state=state)
+    if found is None:
+        return ResourceState(id=str(arm), exists=False)
+    state = found.properties.provisioning_state if found.properties else None
+    return ResourceState(
+        id=str(arm), exists=True, provisioning_state=state, tags=dict(found.tags or {})
+    )
 
 
 DELETABLE_TYPES: Final = (VM_TYPE, DISK_TYPE, SNAPSHOT_TYPE, NIC_TYPE)

@@ -48,6 +48,7 @@ class ResourceState(_AsDict):
     exists: bool
     provisioning_state: str | None = None
     error: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

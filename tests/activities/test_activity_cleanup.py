@@ -10,7 +10,7 @@ import emulator
 from emulator.compute import seed_vm
 from shared import names
 from shared.azure import compute
-from shared.errors import InputError, TemporaryError
+from shared.errors import ConflictError, InputError, TemporaryError
 from shared.settings import load_settings
 from tests.activities.conftest import (
     FACTORY_RG,
@@ -90,6 +90,59 @@ def test_clone_path_snapshot_disk_and_capture_vm(app_env: EmulatorEnv) -> None:
     assert snap_doc is not None
     assert snap_doc["tags"]["imagefactory:build-id"] == BUILD
     assert snap_doc["tags"]["imagefactory:role"] == "snapshot"
+
+
+def _seeded_user_vm(env: EmulatorEnv, name: str) -> dict[str, Any]:
+    with env.emu.lock:
+        return seed_vm(
+            env.emu,
+            subscription=env.subscription,
+            resource_group=FACTORY_RG,
+            name=name,
+            location="westeurope",
+            image_reference={
+                "publisher": WIN11[0],
+                "offer": WIN11[1],
+                "sku": WIN11[2],
+                "version": WIN11_LATEST,
+            },
+        )
+
+
+def test_snapshot_and_disk_under_the_builds_name_must_carry_its_tag(app_env: EmulatorEnv) -> None:
+    """create-or-get returns an existing snapshot/disk only when it is this build's."""
+    plan = plan_for(app_env.subscription, BUILD)
+    user_disk = _seeded_user_vm(app_env, "avd-user-0")["properties"]["storageProfile"]["osDisk"][
+        "managedDisk"
+    ]["id"]
+    settings = load_settings()
+    snap_name, disk_name = plan["names"]["snapshot"], plan["names"]["clone_disk"]
+    # Someone else's snapshot and disk, untagged, under exactly the names this build uses.
+    snap = compute.begin_create_snapshot(
+        settings, FACTORY_RG, snap_name, "westeurope", user_disk, tags={}
+    )
+    _ready(snap)
+    disk = compute.begin_create_disk_from_snapshot(
+        settings, FACTORY_RG, disk_name, "westeurope", snap, tags={"owner": "someone"}
+    )
+    _ready(disk)
+    snap_args = {"plan": plan, "build_id": BUILD, "source_disk_id": user_disk, "name": snap_name}
+    with pytest.raises(ConflictError) as untagged:
+        activity(names.ACT_CREATE_SNAPSHOT)(snap_args)
+    assert "without an imagefactory:build-id tag" in str(untagged.value)
+    disk_args = {"plan": plan, "build_id": BUILD, "snapshot_id": snap, "name": disk_name}
+    with pytest.raises(ConflictError):
+        activity(names.ACT_CREATE_DISK_FROM_SNAPSHOT)(disk_args)
+    # Another build's (tagged) snapshot is not this build's either.
+    other = "win11-dev-12345678"
+    other_plan = plan_for(app_env.subscription, other)
+    theirs = activity(names.ACT_CREATE_SNAPSHOT)(
+        {"plan": other_plan, "build_id": other, "source_disk_id": user_disk, "name": "snap-x"}
+    )["snapshot_id"]
+    with pytest.raises(ConflictError) as foreign:
+        activity(names.ACT_CREATE_SNAPSHOT)({**snap_args, "name": "snap-x"})
+    assert f"belongs to build {other}" in str(foreign.value)
+    assert app_env.emu.store.get(theirs)["tags"]["imagefactory:build-id"] == other  # type: ignore[index]
 
 
 def test_bad_snapshot_source_names_the_field(app_env: EmulatorEnv) -> None:
@@ -201,20 +254,7 @@ def test_orphaned_nic_is_listed_and_deleted(app_env: EmulatorEnv) -> None:
 def test_a_users_vm_named_like_a_build_vm_is_never_the_factorys(app_env: EmulatorEnv) -> None:
     """vm-golden-win11 (untagged, with its NIC and OS disk) belongs to a user, not to a build
     "golden-win11": neither the janitor's build list nor a build's resource list may name it."""
-    with app_env.emu.lock:
-        seed_vm(
-            app_env.emu,
-            subscription=app_env.subscription,
-            resource_group=FACTORY_RG,
-            name="vm-golden-win11",
-            location="westeurope",
-            image_reference={
-                "publisher": WIN11[0],
-                "offer": WIN11[1],
-                "sku": WIN11[2],
-                "version": WIN11_LATEST,
-            },
-        )
+    _seeded_user_vm(app_env, "vm-golden-win11")
     user_nic = _untagged_nic(app_env, "nic-golden-win11")
     group = f"/subscriptions/{app_env.subscription}/resourceGroups/{FACTORY_RG}"
     users = {r["id"].lower() for r in app_env.emu.store.list(group)}

@@ -221,6 +221,49 @@ def test_manifest_must_describe_this_version(app_env: EmulatorEnv) -> None:
     assert [e.path for e in bad_version.value.errors] == ["version"]
 
 
+def _seed_version(env: EmulatorEnv, version: str, **fields: Any) -> str:
+    from emulator.gallery import VersionSeed, seed_image_version
+
+    with env.emu.lock:
+        doc = seed_image_version(
+            env.emu,
+            VersionSeed(
+                gallery="galFactory",
+                image="win11-office",
+                resource_group=GALLERY_RG,
+                version=version,
+                **fields,
+            ),
+        )
+    return str(doc["id"])
+
+
+def test_existing_version_is_this_builds_only_by_its_tag(app_env: EmulatorEnv) -> None:
+    plan = plan_for(app_env.subscription, BUILD)
+    ensure(plan)
+    _seed_version(app_env, "1.0.0")  # made by hand, untagged
+    _seed_version(app_env, "1.0.1", tags={"imagefactory:build-id": "win11-office-11111111"})
+    vm = (
+        f"/subscriptions/{app_env.subscription}/resourceGroups/{FACTORY_RG}"
+        "/providers/Microsoft.Compute/virtualMachines/vm1"
+    )
+    for version, reason in (
+        ("1.0.0", "without an imagefactory:build-id tag"),
+        ("1.0.1", "belongs to build win11-office-11111111"),
+    ):
+        with pytest.raises(ConflictError) as caught:
+            activity(names.ACT_CREATE_IMAGE_VERSION)(
+                {
+                    "plan": plan,
+                    "build_id": BUILD,
+                    "version": version,
+                    "source_vm_id": vm,
+                    "manifest": _manifest(plan, version),
+                }
+            )
+        assert reason in str(caught.value)
+
+
 def test_get_image_version_of_a_missing_version(app_env: EmulatorEnv) -> None:
     plan = plan_for(app_env.subscription, BUILD)
     definition_id = ensure(plan)["image_definition_id"]

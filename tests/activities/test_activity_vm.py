@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from shared import names
-from shared.errors import InputError, NotFoundError, PermanentError, TemporaryError
+from shared.errors import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    PermanentError,
+    TemporaryError,
+)
 from tests.activities.conftest import FACTORY_RG, activity, plan_for, point_app_at, wait_for
 from tests.emulator.conftest import EmulatorEnv, EmulatorFactory
 
@@ -15,7 +21,7 @@ BUILD = "b-0001"
 
 
 def _create(env: EmulatorEnv, **extra: Any) -> str:
-    payload = {"plan": plan_for(env.subscription, BUILD), "build_id": BUILD, "role": "build"}
+    payload = {"plan": plan_for(env.subscription, BUILD), "build_id": BUILD}
     payload.update(extra)
     return str(activity(names.ACT_CREATE_BUILD_VM)(payload)["vm_id"])
 
@@ -84,6 +90,26 @@ def test_vm_of_another_build_with_the_same_name_is_a_conflict(app_env: EmulatorE
     assert "belongs to build b-0001" in str(caught.value)
 
 
+def test_untagged_vm_with_the_builds_name_is_not_taken_over(app_env: EmulatorEnv) -> None:
+    from emulator.compute import seed_vm
+
+    plan = plan_for(app_env.subscription, BUILD)
+    with app_env.emu.lock:
+        seed_vm(
+            app_env.emu,
+            subscription=app_env.subscription,
+            resource_group=FACTORY_RG,
+            name=plan["names"]["vm"],
+            location="westeurope",
+            image_reference={
+                k: plan["source"][k] for k in ("publisher", "offer", "sku", "version")
+            },
+        )
+    with pytest.raises(ConflictError) as caught:
+        activity(names.ACT_CREATE_BUILD_VM)({"plan": plan, "build_id": BUILD})
+    assert "without an imagefactory:build-id tag" in str(caught.value)
+
+
 def test_get_vm_state_of_a_missing_vm(app_env: EmulatorEnv) -> None:
     vm_id = (
         f"/subscriptions/{app_env.subscription}/resourceGroups/{FACTORY_RG}"
@@ -99,7 +125,7 @@ def test_get_vm_state_of_a_missing_vm(app_env: EmulatorEnv) -> None:
     [
         ({"build_id": BUILD}, "plan"),
         ({"plan": {"image": "x"}, "build_id": BUILD}, "plan.build_id"),
-        ({"build_id": BUILD, "role": "Bad Role!"}, "role"),
+        ({"build_id": BUILD, "os_disk_id": "disk-1"}, "os_disk_id"),
         ({"build_id": ""}, "build_id"),
     ],
 )
