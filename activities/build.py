@@ -31,13 +31,16 @@ from shared.azure.models import (
     GallerySource,
     ImageDefinitionSpec,
     ImageVersionSpec,
+    ImageVersionState,
     MarketplaceSource,
+    ResourceState,
     TargetRegionSpec,
     VmSource,
     VmSpec,
 )
 from shared.domain.naming import BuildRole, build_resource_tags
 from shared.domain.resources import TAG_BUILD_ID, TAG_IMAGE, ResourceId, tag_value
+from shared.domain.versions import why_build_may_not_delete
 from shared.errors import (
     ConflictError,
     InputError,
@@ -495,10 +498,20 @@ class ResourceInput(_Input):
     resource_id: str = Field(min_length=1)
 
 
+def _is_gallery_version(resource_id: str) -> bool:
+    return ResourceId.parse(resource_id, "resource_id").is_type(gallery.VERSION_TYPE)
+
+
 @_registered(names.ACT_GET_RESOURCE_STATE)
 def get_resource_state(payload: Any) -> dict[str, Any]:
+    """Whether a VM, disk, snapshot, NIC or gallery version exists, and its provisioning."""
     args = parse(ResourceInput, payload)
-    state = compute.get_resource_state(load_settings(), args.resource_id)
+    settings = load_settings()
+    state: ResourceState | ImageVersionState
+    if _is_gallery_version(args.resource_id):
+        state = gallery.get_image_version(settings, args.resource_id)
+    else:
+        state = compute.get_resource_state(settings, args.resource_id)
     return {
         "exists": state.exists,
         "provisioning_state": state.provisioning_state,
@@ -597,11 +610,32 @@ def list_build_resources(payload: Any) -> dict[str, Any]:
     return {"resources": [{"id": r.id, "type": r.type} for r in found]}
 
 
+class DeleteInput(_Input):
+    resource_id: str = Field(min_length=1)
+    build_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
 @_registered(names.ACT_DELETE_RESOURCE)
 def delete_resource(payload: Any) -> dict[str, Any]:
-    """Start deleting a build VM, disk, snapshot or NIC; gallery versions are refused."""
-    args = parse(ResourceInput, payload)
-    deleted = compute.begin_delete_resource(load_settings(), args.resource_id)
+    """Start deleting a build VM, disk, snapshot or NIC, or the gallery version this build
+    staged (its tags must say so; anything else is refused with the reason)."""
+    args = parse(DeleteInput, payload)
+    settings = load_settings()
+    if not _is_gallery_version(args.resource_id):
+        return {"deleted": compute.begin_delete_resource(settings, args.resource_id)}
+    version = gallery.get_image_version(settings, args.resource_id)
+    if not version.exists:
+        return {"deleted": False}
+    refusal = why_build_may_not_delete(
+        version.tags,
+        args.build_id,
+        blocked_before_end_of_life=version.block_deletion_before_end_of_life,
+        end_of_life=version.end_of_life_date,
+    )
+    if refusal is not None:
+        raise PermanentError(f"gallery version {version.id} is not deleted: {refusal}")
+    deleted = gallery.begin_delete_image_version(settings, args.resource_id)
+    log.info("build %s: deleting its staged gallery version %s", args.build_id, version.id)
     return {"deleted": deleted}
 
 

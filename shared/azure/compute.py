@@ -12,7 +12,7 @@ pipeline (:func:`arm_nic_request`), so no ``azure-mgmt-network`` dependency is n
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any, Final
 
@@ -464,6 +464,32 @@ def get_resource_state(settings: Settings, resource: str) -> ResourceState:
 DELETABLE_TYPES: Final = (VM_TYPE, DISK_TYPE, SNAPSHOT_TYPE, NIC_TYPE)
 
 
+ResponseHook = Callable[[PipelineResponse[Any, Any]], None]
+
+
+def send_delete(what: str, start: Callable[[ResponseHook], int | None]) -> bool:
+    """Send one DELETE; False when the resource was already absent.
+
+    ``start(hook)`` sends it, passing ``hook`` as the SDK's ``raw_response_hook`` (or returning
+    the status itself). Absent means a 404, or ARM's 204 No Content to a DELETE of something
+    that is not there.
+    """
+    statuses: list[int] = []
+
+    def record(response: PipelineResponse[Any, Any]) -> None:
+        statuses.append(response.http_response.status_code)
+
+    def send() -> bool:
+        status = start(record)
+        if status is not None:
+            statuses.append(status)
+        return True
+
+    if absent_as_none(what, send) is None:
+        return False
+    return not statuses or statuses[-1] != 204
+
+
 def begin_delete_resource(settings: Settings, resource: str) -> bool:
     """Start deleting a build VM, disk, snapshot or NIC; False when it was already absent."""
     arm = ResourceId.parse(resource, "resource_id")
@@ -473,34 +499,20 @@ def begin_delete_resource(settings: Settings, resource: str) -> bool:
             f"{arm.type} cannot be deleted here (only {', '.join(DELETABLE_TYPES)})",
         )
     client = client_for(settings, arm.subscription_id)
+    group, name = arm.resource_group, arm.name
 
-    statuses: list[int] = []
-
-    def record(response: PipelineResponse[Any, Any]) -> None:
-        statuses.append(response.http_response.status_code)
-
-    def send() -> bool:
+    def start(hook: ResponseHook) -> int | None:
         if arm.is_type(NIC_TYPE):
-            answer = arm_nic_request(settings, "DELETE", str(arm), arm.subscription_id)
-            statuses.append(answer.status_code)
-        elif arm.is_type(VM_TYPE):
-            client.virtual_machines.begin_delete(
-                arm.resource_group, arm.name, polling=False, raw_response_hook=record
-            )
+            return arm_nic_request(settings, "DELETE", str(arm), arm.subscription_id).status_code
+        if arm.is_type(VM_TYPE):
+            client.virtual_machines.begin_delete(group, name, polling=False, raw_response_hook=hook)
         elif arm.is_type(DISK_TYPE):
-            client.disks.begin_delete(
-                arm.resource_group, arm.name, polling=False, raw_response_hook=record
-            )
+            client.disks.begin_delete(group, name, polling=False, raw_response_hook=hook)
         else:
-            client.snapshots.begin_delete(
-                arm.resource_group, arm.name, polling=False, raw_response_hook=record
-            )
-        return True
+            client.snapshots.begin_delete(group, name, polling=False, raw_response_hook=hook)
+        return None
 
-    if absent_as_none(f"delete {arm.type} {arm.name}", send) is None:
-        return False
-    # ARM answers 204 No Content to a DELETE of something that is not there.
-    return not statuses or statuses[-1] != 204
+    return send_delete(f"delete {arm.type} {name}", start)
 
 
 def list_group_resources(settings: Settings, resource_group: str) -> list[TaggedResource]:

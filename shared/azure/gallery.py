@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from azure.mgmt.compute import models
 
-from shared.azure.compute import client_for, text_of
+from shared.azure.compute import ResponseHook, client_for, send_delete, text_of
 from shared.azure.errors import absent_as_none, azure_call
 from shared.azure.models import (
     GalleryState,
@@ -46,6 +46,7 @@ __all__ = [
     "begin_create_gallery",
     "begin_create_image_definition",
     "begin_create_image_version",
+    "begin_delete_image_version",
     "begin_update_image_definition_tags",
     "gallery_id",
     "get_gallery",
@@ -217,6 +218,7 @@ def _version_state(found: models.GalleryImageVersion, fallback_id: str) -> Image
             )
     publishing = props.publishing_profile if props else None
     end_of_life: datetime | None = publishing.end_of_life_date if publishing else None
+    safety = props.safety_profile if props else None
     return ImageVersionState(
         id=found.id or fallback_id,
         name=found.name or fallback_id.rsplit("/", 1)[-1],
@@ -227,6 +229,9 @@ def _version_state(found: models.GalleryImageVersion, fallback_id: str) -> Image
         exclude_from_latest=publishing.exclude_from_latest if publishing else None,
         end_of_life_date=end_of_life,
         tags=dict(found.tags or {}),
+        block_deletion_before_end_of_life=bool(
+            safety is not None and safety.block_deletion_before_end_of_life
+        ),
     )
 
 
@@ -324,6 +329,23 @@ def begin_create_image_version(settings: Settings, spec: ImageVersionSpec) -> st
     return image_version_id(
         settings, spec.resource_group, spec.gallery, spec.image_definition, spec.version
     )
+
+
+def begin_delete_image_version(settings: Settings, version: str) -> bool:
+    """Start deleting a gallery version (its replicas go with it); False when it was absent.
+
+    Callers decide *whether* it may go (see ``versions.why_build_may_not_delete``).
+    """
+    arm = ResourceId.parse(version, "resource_id", VERSION_TYPE)
+    gallery, image, name = arm.names
+    client = client_for(settings, arm.subscription_id)
+
+    def start(hook: ResponseHook) -> None:
+        client.gallery_image_versions.begin_delete(
+            arm.resource_group, gallery, image, name, polling=False, raw_response_hook=hook
+        )
+
+    return send_delete(f"delete image version {gallery}/{image}/{name}", start)
 
 
 def base_versions_built(

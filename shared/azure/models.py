@@ -106,6 +106,7 @@ class ImageVersionState(_AsDict):
     end_of_life_date: datetime | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
+    block_deletion_before_end_of_life: bool = False
 
 
 @dataclass(frozen=True)

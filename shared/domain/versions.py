@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Final, Literal
 
-from shared.domain.resources import TAG_STATE, tag_value
+from shared.domain.resources import TAG_BUILD_ID, TAG_STATE, tag_value
 from shared.errors import InputError, PermanentError
 
 INT32_MAX: Final = 2_147_483_647
@@ -151,3 +152,38 @@ def state_from_tags(tags: Mapping[str, str] | None) -> VersionState | None:
         return VersionState(raw.strip().lower())
     except ValueError:
         return None
+
+
+def why_build_may_not_delete(
+    tags: Mapping[str, str] | None,
+    build_id: str | None,
+    *,
+    blocked_before_end_of_life: bool,
+    end_of_life: datetime | None,
+) -> str | None:
+    """Why a build's clean-up may not delete this gallery version; None when it may.
+
+    Only the version a build staged itself: its ``imagefactory:build-id`` tag is ``build_id``
+    and its ``imagefactory:state`` is still ``staged`` (an active, backup or deprecated version
+    is never removed by a build). A version whose ``safetyProfile.blockDeletionBeforeEndOfLife``
+    is true is refused with that reason: Azure would refuse the delete before its end of life,
+    and a version a build just staged is months from it (no clock is consulted here).
+    """
+    if not build_id:
+        return "a gallery version is deleted only for the build that staged it: build_id is missing"
+    owner = tag_value(tags, TAG_BUILD_ID)
+    if owner is None:
+        return f"it has no {TAG_BUILD_ID} tag: the factory did not build it"
+    if owner != build_id:
+        return f"it was built by build {owner}, not {build_id}"
+    state = tag_value(tags, TAG_STATE)
+    if state_from_tags(tags) is not VersionState.STAGED:
+        return f"its {TAG_STATE} is {state!r}, not 'staged': only a staged version may be removed"
+    if blocked_before_end_of_life:
+        until = end_of_life.isoformat() if end_of_life else "its end of life"
+        return (
+            "safetyProfile.blockDeletionBeforeEndOfLife is true, so Azure refuses to delete it "
+            f"before {until} (the factory creates versions with it false: someone changed it; "
+            "set it back to false to remove this version)"
+        )
+    return None

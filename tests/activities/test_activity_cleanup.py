@@ -276,16 +276,21 @@ def test_a_users_vm_named_like_a_build_vm_is_never_the_factorys(app_env: Emulato
     assert user_nic.lower() in users
 
 
-def test_gallery_versions_cannot_be_deleted_here(app_env: EmulatorEnv) -> None:
-    version = (
+def test_other_types_cannot_be_deleted_here(app_env: EmulatorEnv) -> None:
+    definition = (
         f"/subscriptions/{app_env.subscription}/resourceGroups/rg/providers/"
-        "Microsoft.Compute/galleries/g/images/i/versions/1.0.0"
+        "Microsoft.Compute/galleries/g/images/i"
     )
     with pytest.raises(InputError) as caught:
-        activity(names.ACT_DELETE_RESOURCE)({"resource_id": version})
+        activity(names.ACT_DELETE_RESOURCE)({"resource_id": definition, "build_id": BUILD})
     assert caught.value.errors[0].path == "resource_id"
     with pytest.raises(InputError):
         activity(names.ACT_DELETE_RESOURCE)({"resource_id": "not-an-id"})
+    # A gallery version that is not there is already deleted.
+    absent = f"{definition}/versions/1.0.0"
+    assert activity(names.ACT_DELETE_RESOURCE)({"resource_id": absent, "build_id": BUILD}) == {
+        "deleted": False
+    }
 
 
 def test_throttled_delete_is_temporary(

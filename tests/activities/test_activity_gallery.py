@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -262,6 +263,41 @@ def test_existing_version_is_this_builds_only_by_its_tag(app_env: EmulatorEnv) -
                 }
             )
         assert reason in str(caught.value)
+
+
+def test_a_failed_build_deletes_only_its_own_staged_version(app_env: EmulatorEnv) -> None:
+    plan = plan_for(app_env.subscription, BUILD)
+    ensure(plan)
+    staged = {"imagefactory:build-id": BUILD, "imagefactory:state": "staged"}
+    eol = datetime(2026, 7, 1, tzinfo=UTC)  # the emulator's clock starts 2026-01-05
+    own = _seed_version(app_env, "1.0.0", tags=staged, exclude_from_latest=True)
+    active = _seed_version(app_env, "1.0.1", tags={**staged, "imagefactory:state": "active"})
+    foreign = _seed_version(app_env, "1.0.2", tags={**staged, "imagefactory:build-id": "b-other"})
+    blocked = _seed_version(
+        app_env, "1.0.3", tags=staged, end_of_life=eol, block_deletion_before_end_of_life=True
+    )
+    delete = activity(names.ACT_DELETE_RESOURCE)
+    state = activity(names.ACT_GET_RESOURCE_STATE)
+    assert state({"resource_id": own}) == {
+        "exists": True,
+        "provisioning_state": "Succeeded",
+        "error": None,
+    }
+    for version_id, build_id, reason in (
+        (own, None, "build_id is missing"),
+        (active, BUILD, "'active', not 'staged'"),
+        (foreign, BUILD, "built by build b-other"),
+        (blocked, BUILD, "blockDeletionBeforeEndOfLife is true"),
+    ):
+        with pytest.raises(PermanentError) as caught:
+            delete({"resource_id": version_id, "build_id": build_id})
+        assert reason in str(caught.value)
+        assert str(caught.value).startswith("PermanentError: gallery version ")
+    assert delete({"resource_id": own, "build_id": BUILD}) == {"deleted": True}
+    wait_for(lambda: state({"resource_id": own}), lambda s: not s["exists"])
+    assert delete({"resource_id": own, "build_id": BUILD}) == {"deleted": False}
+    for kept in (active, foreign, blocked):
+        assert state({"resource_id": kept})["exists"] is True
 
 
 def test_get_image_version_of_a_missing_version(app_env: EmulatorEnv) -> None:

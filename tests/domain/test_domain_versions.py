@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from shared.domain.versions import (
@@ -12,6 +14,7 @@ from shared.domain.versions import (
     highest,
     next_version,
     state_from_tags,
+    why_build_may_not_delete,
 )
 from shared.errors import InputError, PermanentError
 
@@ -138,3 +141,38 @@ def test_state_from_tags_is_case_insensitive() -> None:
     assert state_from_tags({"imagefactory:state": "weird"}) is None
     assert state_from_tags({}) is None
     assert state_from_tags(None) is None
+
+
+EOL = datetime(2026, 7, 1, tzinfo=UTC)
+STAGED_BY_B1 = {"imagefactory:build-id": "b-1", "ImageFactory:State": "Staged"}
+
+
+def _refusal(
+    tags: dict[str, str], build_id: str | None = "b-1", blocked: bool = False
+) -> str | None:
+    return why_build_may_not_delete(
+        tags, build_id, blocked_before_end_of_life=blocked, end_of_life=EOL
+    )
+
+
+def test_a_build_may_delete_only_the_version_it_staged() -> None:
+    assert _refusal(STAGED_BY_B1) is None
+    assert "build_id is missing" in (_refusal(STAGED_BY_B1, None) or "")
+    assert "no imagefactory:build-id tag" in (_refusal({"imagefactory:state": "staged"}) or "")
+    assert "built by build b-1, not b-2" in (_refusal(STAGED_BY_B1, "b-2") or "")
+    for state in ("active", "backup", "deprecated", "weird"):
+        reason = _refusal({**STAGED_BY_B1, "ImageFactory:State": state})
+        assert reason is not None
+        assert f"'{state}', not 'staged'" in reason
+    assert "None, not 'staged'" in (_refusal({"imagefactory:build-id": "b-1"}) or "")
+
+
+def test_blocked_deletion_before_end_of_life_is_named() -> None:
+    reason = _refusal(STAGED_BY_B1, blocked=True)
+    assert reason is not None
+    assert "blockDeletionBeforeEndOfLife is true" in reason
+    assert EOL.isoformat() in reason
+    without_date = why_build_may_not_delete(
+        STAGED_BY_B1, "b-1", blocked_before_end_of_life=True, end_of_life=None
+    )
+    assert "before its end of life" in (without_date or "")
