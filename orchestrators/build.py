@@ -37,7 +37,7 @@ STOPPED_POWER_STATES = {"PowerState/stopped", "PowerState/deallocated"}
 MAX_VM_ATTEMPTS = 3
 SIGNALLED_POLL = timedelta(seconds=5)
 GALLERY_POLL = timedelta(seconds=60)
-GALLERY_RETRY = RetryPolicy(max_attempts=12, first_interval=timedelta(seconds=15))
+GALLERY_RETRY = RetryPolicy(max_attempts=14, first_interval=timedelta(seconds=5), backoff=1.5)
 
 
 class BuildContext:

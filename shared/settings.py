@@ -73,7 +73,7 @@ class Settings:
             arm_max_retries=_int(env, "ARM_MAX_RETRIES", 3, 0, 10),
             eventgrid_topic_endpoint=env.get("EVENTGRID_TOPIC_ENDPOINT", "").strip() or None,
             sysprep_signal_url=env.get("SYSPREP_SIGNAL_URL", "").strip() or None,
-            poll_interval_seconds=_int(env, "POLL_INTERVAL_SECONDS", 15, 1, 3600),
+            poll_interval_seconds=_int(env, "POLL_INTERVAL_SECONDS", 15, 5, 3600),
         )
 
 
