@@ -26,6 +26,7 @@ from activities import _plan
 from activities._plan import BuildPlan
 from shared import names
 from shared.azure import compute, eventgrid, gallery
+from shared.azure.errors import arm_reason
 from shared.azure.models import (
     AttachSource,
     GallerySource,
@@ -189,7 +190,8 @@ def ensure_gallery_image(payload: Any) -> dict[str, Any]:
             if gallery_ready:
                 raise
             raise TemporaryError(
-                f"gallery {g.name} is still being created; the image definition follows: {error}"
+                f"gallery {g.name} is still being created; image definition "
+                f"{g.image_definition} not ready: {arm_reason(error)}"
             ) from error
         created.append(f"image definition {g.name}/{g.image_definition}")
     else:

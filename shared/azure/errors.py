@@ -102,6 +102,20 @@ def arm_error(error: HttpResponseError) -> tuple[str, str]:
     return code or "Unknown", message[:_MAX_MESSAGE]
 
 
+def arm_reason(error: BaseException) -> str:
+    """``"<ARM code> <message>"`` of a failure, to quote inside another error's message.
+
+    For an app error mapped from an SDK answer (:func:`azure_call` raises it *from* that
+    answer) the ARM code and message of the answer; else the error's own text. Never the
+    class prefix (``NotFound:`` ...), which only the outermost message may start with.
+    """
+    answer = error if isinstance(error, HttpResponseError) else error.__cause__
+    if isinstance(answer, HttpResponseError):
+        code, message = arm_error(answer)
+        return f"{code} {message}".strip()
+    return Exception.__str__(error)
+
+
 def status_of(error: BaseException) -> int | None:
     """The HTTP status of an SDK error, when it carries an answer."""
     if isinstance(error, HttpResponseError):

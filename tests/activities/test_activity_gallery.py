@@ -11,7 +11,13 @@ from shared import names
 from shared.domain.manifest import manifest_from_tags
 from shared.domain.resources import TAG_LAST_ALLOCATED
 from shared.domain.steps import pre_capture_script
-from shared.errors import ConflictError, InputError, PermanentError, TemporaryError
+from shared.errors import (
+    ConflictError,
+    InputError,
+    PermanentError,
+    TemporaryError,
+    classify_failure,
+)
 from tests.activities.conftest import FACTORY_RG, GALLERY_RG, activity, ensure, plan_for, wait_for
 from tests.emulator.conftest import EmulatorEnv
 
@@ -50,6 +56,34 @@ def test_ensure_gallery_image_creates_once_and_then_gets(app_env: EmulatorEnv) -
     assert features["SecurityType"] == "TrustedLaunchSupported"
     assert definition["properties"]["hyperVGeneration"] == "V2"
     assert definition["properties"]["osState"] == "Generalized"
+
+
+def test_refused_definition_while_the_gallery_is_created_is_plainly_temporary(
+    app_env: EmulatorEnv,
+) -> None:
+    plan = plan_for(app_env.subscription, BUILD)
+    app_env.admin(
+        "POST",
+        "faults",
+        {
+            "type": "http",
+            "op": "Microsoft.Compute/galleries/images/write",
+            "status": 404,
+            "code": "ParentResourceNotFound",
+            "message": "Gallery galFactory is not ready.",
+            "count": 1,
+        },
+    )
+    with pytest.raises(TemporaryError) as first:
+        activity(names.ACT_ENSURE_GALLERY_IMAGE)({"plan": plan})
+    text = str(first.value)
+    assert text == (
+        "TemporaryError: gallery galFactory is still being created; image definition "
+        "win11-office not ready: ParentResourceNotFound Gallery galFactory is not ready."
+    )
+    # Read back across the activity boundary, it is a temporary failure: the retry converges.
+    assert classify_failure(f"Activity function 'x' failed: {text}") is TemporaryError
+    assert ensure(plan)["image_definition_id"].endswith("/images/win11-office")
 
 
 def test_existing_definition_with_other_security_is_a_conflict(app_env: EmulatorEnv) -> None:

@@ -20,6 +20,7 @@ from azure.mgmt.core.exceptions import ARMErrorFormat
 
 from shared.azure.errors import (
     absent_as_none,
+    arm_reason,
     azure_call,
     is_not_found,
     parse_retry_after,
@@ -146,3 +147,11 @@ def test_absent_as_none_only_swallows_404() -> None:
     assert absent_as_none("get", lambda: 5) == 5
     with pytest.raises(TemporaryError):
         absent_as_none("get", throttled)
+
+
+def test_arm_reason_quotes_the_answer_without_a_class_prefix() -> None:
+    with pytest.raises(NotFoundError) as caught, azure_call("create image definition g/i"):
+        raise _arm_error(404, "ParentResourceNotFound", "gallery g is not there")
+    assert str(caught.value).startswith("NotFound: ")
+    assert arm_reason(caught.value) == "ParentResourceNotFound gallery g is not there"
+    assert arm_reason(PermanentError("no answer behind it")) == "no answer behind it"
