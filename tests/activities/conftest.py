@@ -73,6 +73,12 @@ def app_env(emulator_env: EmulatorEnv, monkeypatch: pytest.MonkeyPatch) -> Itera
     avd_client.cache_clear()
 
 
+def add_fault(env: EmulatorEnv, **rule: Any) -> None:
+    """Arm one emulator fault rule (emulator/faults.py: type, op, status, code, count ...)."""
+    status, answer = env.admin("POST", "faults", rule)
+    assert status in (200, 201), answer
+
+
 def plan_for(subscription: str, build_id: str = "b-0001", **overrides: Any) -> dict[str, Any]:
     """A plan dict shaped like resolve_build_plan's answer (marketplace Windows 11 base)."""
     image = str(overrides.pop("image", "win11-office"))

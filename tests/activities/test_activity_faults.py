@@ -10,7 +10,14 @@ import pytest
 
 from shared import names
 from shared.errors import TemporaryError
-from tests.activities.conftest import FACTORY_RG, activity, plan_for, point_app_at, wait_for
+from tests.activities.conftest import (
+    FACTORY_RG,
+    activity,
+    add_fault,
+    plan_for,
+    point_app_at,
+    wait_for,
+)
 from tests.emulator.conftest import EmulatorEnv, EmulatorFactory
 
 BUILD = "win11-office-feedf00d"
@@ -119,15 +126,8 @@ def test_failed_vm_provisioning_is_reported_and_the_vm_can_be_recreated(
     app_env: EmulatorEnv,
 ) -> None:
     plan = plan_for(app_env.subscription, BUILD)
-    app_env.admin(
-        "POST",
-        "faults",
-        {
-            "type": "flag",
-            "kind": "vm_provisioning_failure",
-            "match": {"vm": f"vm-{BUILD}"},
-            "count": 1,
-        },
+    add_fault(
+        app_env, type="flag", kind="vm_provisioning_failure", match={"vm": f"vm-{BUILD}"}, count=1
     )
     vm_id = activity(names.ACT_CREATE_BUILD_VM)({"plan": plan, "build_id": BUILD})["vm_id"]
     failed = wait_for(

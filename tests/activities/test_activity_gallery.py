@@ -18,7 +18,15 @@ from shared.errors import (
     TemporaryError,
     classify_failure,
 )
-from tests.activities.conftest import FACTORY_RG, GALLERY_RG, activity, ensure, plan_for, wait_for
+from tests.activities.conftest import (
+    FACTORY_RG,
+    GALLERY_RG,
+    activity,
+    add_fault,
+    ensure,
+    plan_for,
+    wait_for,
+)
 from tests.emulator.conftest import EmulatorEnv
 
 BUILD = "win11-office-00c0ffee"
@@ -62,17 +70,14 @@ def test_refused_definition_while_the_gallery_is_created_is_plainly_temporary(
     app_env: EmulatorEnv,
 ) -> None:
     plan = plan_for(app_env.subscription, BUILD)
-    app_env.admin(
-        "POST",
-        "faults",
-        {
-            "type": "http",
-            "op": "Microsoft.Compute/galleries/images/write",
-            "status": 404,
-            "code": "ParentResourceNotFound",
-            "message": "Gallery galFactory is not ready.",
-            "count": 1,
-        },
+    add_fault(
+        app_env,
+        type="http",
+        op="Microsoft.Compute/galleries/images/write",
+        status=404,
+        code="ParentResourceNotFound",
+        message="Gallery galFactory is not ready.",
+        count=1,
     )
     with pytest.raises(TemporaryError) as first:
         activity(names.ACT_ENSURE_GALLERY_IMAGE)({"plan": plan})
@@ -352,11 +357,7 @@ def test_failed_replication_shows_per_region(app_env: EmulatorEnv) -> None:
         guardrail_script=list(pre_capture_script(include_health_check=False)),
     )
     ensure(plan)
-    app_env.admin(
-        "POST",
-        "faults",
-        {"type": "flag", "kind": "replication_fails", "match": {"region": "northeurope"}},
-    )
+    add_fault(app_env, type="flag", kind="replication_fails", match={"region": "northeurope"})
     version = activity(names.ACT_ALLOCATE_VERSION)({"plan": plan, "build_id": BUILD})["version"]
     vm_id = _generalized_vm(app_env, plan)
     version_id = activity(names.ACT_CREATE_IMAGE_VERSION)(
