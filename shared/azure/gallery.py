@@ -177,26 +177,20 @@ def begin_update_image_definition_tags(
     gallery: str,
     image: str,
     tags: Mapping[str, str],
-) -> ImageDefinitionState:
-    """PATCH the definition's tags (the whole tag set: PATCH replaces ``tags``).
+) -> None:
+    """Send the PATCH of the definition's tags (the whole tag set: PATCH replaces ``tags``).
 
-    The answer to the PATCH already carries the new tags; the update is not waited for.
+    The update is not waited for; the next read shows the state.
     """
     client = client_for(settings)
     with azure_call(f"update tags of image definition {gallery}/{image}"):
-        poller = client.gallery_images.begin_update(
+        client.gallery_images.begin_update(
             resource_group,
             gallery,
             image,
             models.GalleryImageUpdate({"tags": dict(tags)}),
             polling=False,
         )
-    del poller  # never polled: the next read checks the state
-    return ImageDefinitionState(
-        id=image_definition_id(settings, resource_group, gallery, image),
-        exists=True,
-        tags=dict(tags),
-    )
 
 
 # ---- image versions ---------------------------------------------------------------------

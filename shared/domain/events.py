@@ -5,13 +5,13 @@ a known type the caller expects, well-formed data, and every subscription it nam
 topic, the resources in its data) among the configured ones. The answer is
 :class:`Accepted` (typed data) or :class:`Ignored` (the reason, for the log); it never raises
 for bad input. Event Grid delivers at least once, so the same marketplace version must map to
-the same build: :func:`build_instance_id` and :func:`marketplace_request_key` are deterministic.
+one queued build: :func:`marketplace_request_key` is the build queue's key for it (the queue
+drops a key it has seen; build ids are the queue's own).
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -215,32 +215,6 @@ def classify_event(
 
 
 # -- idempotency ----------------------------------------------------------------------------
-
-_SLUG: Final = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-
-
-def build_id_for(image_name: str, base_version: str) -> str:
-    """A deterministic build id for (image, base version): ``<image>-<8 hex>``.
-
-    Same shape as the build queue's ids, so resource names carry it verbatim
-    (``naming.build_token``).
-    """
-    if not _SLUG.match(image_name or ""):
-        raise InputError.single("image_name", "must be a catalogue image name")
-    version = (base_version or "").strip().lower()
-    if not version:
-        raise InputError.single("base_version", "must not be empty")
-    digest = hashlib.sha256(f"{image_name}|{version}".encode()).hexdigest()[:8]
-    return f"{image_name}-{digest}"
-
-
-def build_instance_id(image_name: str, base_version: str) -> str:
-    """The orchestration instance id of the build of ``image_name`` on ``base_version``.
-
-    The same event delivered twice gives the same id, so Durable Functions starts it once.
-    Follows the build orchestrator's convention ``build:<build id>``.
-    """
-    return f"build:{build_id_for(image_name, base_version)}"
 
 
 def marketplace_request_key(publisher: str, offer: str, sku: str, version: str) -> str:

@@ -13,8 +13,6 @@ from shared.domain.events import (
     Accepted,
     Ignored,
     MarketplaceImagePublishedData,
-    build_id_for,
-    build_instance_id,
     classify_event,
     marketplace_request_key,
     sysprep_finished_event,
@@ -268,29 +266,6 @@ def test_resource_action_refusals(changes: dict[str, Any], reason: str) -> None:
         classify_event(RESOURCE_ACTION_SUCCESS, VM_ID, resource_action(**changes), ALLOWED)
     )
     assert reason in verdict.reason
-
-
-def test_build_instance_id_is_deterministic_per_image_and_base() -> None:
-    first = build_instance_id("win11-office", "26200.7462.251210")
-    assert first == build_instance_id("win11-office", " 26200.7462.251210 ")
-    assert first.startswith("build:win11-office-")
-    assert first != build_instance_id("win11-office", "26200.7462.251211")
-    assert first != build_instance_id("win11-dev", "26200.7462.251210")
-    assert first == f"build:{build_id_for('win11-office', '26200.7462.251210')}"
-    assert len(first) <= 100
-
-
-def test_build_ids_follow_the_queue_shape_and_survive_resource_names() -> None:
-    from shared.domain.naming import build_id_from_resource_name, build_resource_names
-
-    build_id = build_id_for("win11-office", "1.2.3")
-    assert (
-        build_id_from_resource_name(build_resource_names("win11-office", build_id).vm) == build_id
-    )
-    with pytest.raises(InputError):
-        build_id_for("Not A Slug", "1.2.3")
-    with pytest.raises(InputError):
-        build_id_for("win11-office", "")
 
 
 def test_marketplace_request_key() -> None:
