@@ -88,21 +88,14 @@ class PlanNames(_Part):
     computer_name: str = Field(min_length=1, max_length=15)
 
 
-class PlanNaming(_Part):
-    os: str
-    workload: str
-
-
 class BuildPlan(_Part):
     """Everything a build needs to know, resolved once at its start."""
 
     image: str = Field(min_length=1)
-    build_id: str = Field(min_length=1)
-    os: str
-    workload: str
+    os: str = Field(min_length=1)
+    workload: str = Field(min_length=1)
     owner: str
     catalogue_hash: str
-    subscription_id: str = Field(min_length=1)
     resource_group: str = Field(min_length=1)
     location: str = Field(min_length=1)
     vm_size: str = Field(min_length=1)
@@ -119,18 +112,13 @@ class BuildPlan(_Part):
     timeout_minutes: int = Field(default=240, ge=1)
     sysprep_timeout_minutes: int = Field(default=90, ge=1)
     poll_seconds: int = Field(default=15, ge=1)
-    min_free_disk_gb: float = 0
+    min_free_disk_gb: float = Field(default=10.0, ge=0)
     end_of_life_days: int = Field(default=180, ge=1, le=3650)
     replica_count: int = Field(default=1, ge=1, le=100)
     storage_account_type: str = "Standard_LRS"
     os_disk_storage_type: str = "StandardSSD_LRS"
     names: PlanNames
-    tags: dict[str, str] = Field(default_factory=dict)
-    naming: PlanNaming
-    request: dict[str, object] = Field(default_factory=dict)
     base_version: str | None = None
-    version_bump: Literal["major", "minor", "patch"] = "patch"
-    version_floor: str | None = None
     version_tags: dict[str, str] = Field(default_factory=dict)
 
 
@@ -181,7 +169,7 @@ def allocate(settings: Settings, plan: BuildPlan, build_id: str) -> str:
     ]
     if last is not None:
         existing.append(last)
-    version = next_version(existing, bump=plan.version_bump, floor=plan.version_floor)
+    version = next_version(existing)
     tags = {
         k: v
         for k, v in definition.tags.items()
@@ -220,8 +208,8 @@ def staged_version_tags(
     tags = version_tags(
         image=plan.image,
         owner=plan.owner,
-        os_name=plan.naming.os,
-        workload=plan.naming.workload,
+        os_name=plan.os,
+        workload=plan.workload,
         version=version,
         build_id=build_id,
         built=built,
@@ -391,12 +379,10 @@ def resolve(settings: Settings, image_name: str, build_id: str, request: BuildRe
     retention = image.retention
     return BuildPlan(
         image=image.name,
-        build_id=build_id,
         os=image.os,
         workload=image.workload,
         owner=image.owner,
         catalogue_hash=catalogue_hash(image),
-        subscription_id=settings.subscription_id,
         resource_group=image.build.resource_group,
         location=image.build.location,
         vm_size=image.build.vm_size,
@@ -430,13 +416,11 @@ def resolve(settings: Settings, image_name: str, build_id: str, request: BuildRe
             for r in image.target_regions
         ],
         timeout_minutes=image.build.timeout_minutes,
+        sysprep_timeout_minutes=image.build.sysprep_timeout_minutes,
         poll_seconds=settings.poll_interval_seconds,
         min_free_disk_gb=image.build.min_free_disk_gb,
         end_of_life_days=(retention.end_of_life_days if retention else None) or 180,
         names=PlanNames(**resource_names.to_dict()),
-        tags={},
-        naming=PlanNaming(os=image.os, workload=image.workload),
-        request=request.model_dump(mode="json"),
         base_version=base_version,
         version_tags=dict(image.naming.tags),
     )

@@ -102,8 +102,8 @@ class PlanBuildInput(_Input):
 
 
 def _resource_tags(plan: BuildPlan, build_id: str, role: BuildRole) -> dict[str, str]:
-    """A temporary resource's tags: the plan's extra tags, then image, build id and role."""
-    return {**plan.tags, **build_resource_tags(plan.image, build_id, role)}
+    """A temporary resource's tags: image, build id and role (clean-up finds it by them)."""
+    return build_resource_tags(plan.image, build_id, role)
 
 
 def _require_own(build_id: str, tags: Mapping[str, str], what: str) -> None:
@@ -177,7 +177,7 @@ def ensure_gallery_image(payload: Any) -> dict[str, Any]:
     found = gallery.get_gallery(settings, g.resource_group, g.name)
     created: list[str] = []
     if not found.exists:
-        gallery.begin_create_gallery(settings, g.resource_group, g.name, g.location, plan.tags)
+        gallery.begin_create_gallery(settings, g.resource_group, g.name, g.location, {})
         created.append(f"gallery {g.name}")
     gallery_ready = found.exists and _ready("gallery", g.name, found.provisioning_state)
     definition = gallery.get_image_definition(
@@ -221,7 +221,7 @@ def _definition_spec(plan: BuildPlan) -> ImageDefinitionSpec:
         hyper_v_generation=g.hyper_v_generation,
         security_type=g.security_type,
         description=g.description,
-        tags={**plan.tags, TAG_IMAGE: plan.image},
+        tags={TAG_IMAGE: plan.image},
     )
 
 

@@ -351,6 +351,7 @@ class BuildSettings(_Model):
     capture_mode: Literal["temporary-vm", "source-vm-clone"] = "temporary-vm"
     source_vm_id: VmId | None = None
     timeout_minutes: int = Field(default=240, ge=30, le=960)
+    sysprep_timeout_minutes: int = Field(default=90, ge=10, le=480)
     min_free_disk_gb: float = Field(default=10.0, ge=1, le=1000)
 
     @model_validator(mode="after")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,8 @@ images:
       location: westeurope
       resource_group: rg-image-factory
       timeout_minutes: 120
+      sysprep_timeout_minutes: 45
+      min_free_disk_gb: 25
     steps:
       - kind: install_app
         package: vcredist140
@@ -106,7 +109,6 @@ def test_latest_marketplace_resolves_to_the_exact_newest(catalogue_env: Emulator
         "snapshot_source_id": None,
     }
     assert plan["base_version"] == WIN11_LATEST
-    assert plan["subscription_id"] == catalogue_env.subscription
     assert plan["resource_group"] == "rg-image-factory"
     assert plan["location"] == "westeurope"
     assert plan["gallery"]["name"] == "galFactory"
@@ -114,6 +116,13 @@ def test_latest_marketplace_resolves_to_the_exact_newest(catalogue_env: Emulator
     assert plan["gallery"]["location"] == "westeurope"
     assert plan["names"] == build_resource_names("win11-office", BUILD).to_dict()
     assert plan["timeout_minutes"] == 120
+    assert plan["sysprep_timeout_minutes"] == 45
+    assert plan["min_free_disk_gb"] == 25
+    assert (plan["os"], plan["workload"], plan["owner"]) == (
+        "Win11",
+        "Office",
+        "avd-platform@contoso.com",
+    )
     assert plan["end_of_life_days"] == 90
     assert plan["version_tags"] == {"cost-center": "4711"}
     assert [r["name"] for r in plan["target_regions"]] == ["westeurope", "northeurope"]
@@ -127,7 +136,35 @@ def test_latest_marketplace_resolves_to_the_exact_newest(catalogue_env: Emulator
     assert len(plan["sysprep_script"]) == 1
     assert "/generalize /oobe /shutdown" in plan["sysprep_script"][0]
     assert len(plan["catalogue_hash"]) == 64
-    assert plan["request"]["key"] == "k1"
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "build-activities.md"
+
+
+def _documented_plan_fields() -> dict[str, set[str]]:
+    """The plan table in docs/build-activities.md: field -> its sub-fields (empty if none)."""
+    text = DOC.read_text(encoding="utf-8")
+    table = text.split("`plan` fields", 1)[1].split("Activities validate it", 1)[0]
+    fields: dict[str, set[str]] = {}
+    for row in table.splitlines()[3:]:
+        if not row.startswith("| "):
+            continue
+        first = row.split(" | ", 1)[0]
+        for name, inner in re.findall(r"`([a-z_]+)(?: \[?\{([^}]*)\}\]?)?`", first):
+            fields[name] = {f.strip() for f in inner.split(",") if f.strip() not in ("", "…")}
+    return fields
+
+
+def test_the_plan_is_exactly_what_the_contract_documents(catalogue_env: EmulatorEnv) -> None:
+    """Every documented field is filled, and nothing undocumented is (the doc stays true)."""
+    plan = _resolve()
+    documented = _documented_plan_fields()
+    assert set(plan) == set(documented)
+    for name, inner in documented.items():
+        value = plan[name]
+        item = value[0] if isinstance(value, list) and value else value
+        if inner and name != "version_tags":
+            assert set(item) == inner, name
 
 
 def test_same_inputs_same_plan(catalogue_env: EmulatorEnv) -> None:

@@ -124,7 +124,7 @@ def test_get_vm_state_of_a_missing_vm(app_env: EmulatorEnv) -> None:
     ("payload", "field"),
     [
         ({"build_id": BUILD}, "plan"),
-        ({"plan": {"image": "x"}, "build_id": BUILD}, "plan.build_id"),
+        ({"plan": {"image": "x"}, "build_id": BUILD}, "plan.names"),
         ({"build_id": BUILD, "os_disk_id": "disk-1"}, "os_disk_id"),
         ({"build_id": ""}, "build_id"),
     ],

@@ -235,6 +235,8 @@ def test_a_valid_minimal_image_takes_the_defaults() -> None:
     assert entry.gallery.hyper_v_generation == "V2"
     assert entry.build.capture_mode == "temporary-vm"
     assert entry.build.timeout_minutes == 240
+    assert entry.build.sysprep_timeout_minutes == 90
+    assert entry.build.min_free_disk_gb == 10
     assert entry.target_regions[0].replica_count == 1
     assert entry.target_regions[0].storage_account_type == "Standard_LRS"
     assert entry.steps == []
@@ -332,13 +334,25 @@ def test_source_vm_clone_needs_the_source_vm() -> None:
     ]
 
 
-@pytest.mark.parametrize(("minutes", "ok"), [(29, False), (30, True), (960, True), (961, False)])
-def test_timeout_is_bounded(minutes: int, ok: bool) -> None:
-    raw = {"images": [image(build__timeout_minutes=minutes)]}
+@pytest.mark.parametrize(
+    ("field", "minutes", "ok"),
+    [
+        ("timeout_minutes", 29, False),
+        ("timeout_minutes", 30, True),
+        ("timeout_minutes", 960, True),
+        ("timeout_minutes", 961, False),
+        ("sysprep_timeout_minutes", 9, False),
+        ("sysprep_timeout_minutes", 10, True),
+        ("sysprep_timeout_minutes", 480, True),
+        ("sysprep_timeout_minutes", 481, False),
+    ],
+)
+def test_timeouts_are_bounded(field: str, minutes: int, ok: bool) -> None:
+    raw = {"images": [image(**{f"build__{field}": minutes})]}
     if ok:
-        assert parse_catalogue(raw).images[0].build.timeout_minutes == minutes
+        assert getattr(parse_catalogue(raw).images[0].build, field) == minutes
     else:
-        assert paths_of(raw) == ["images[0].build.timeout_minutes"]
+        assert paths_of(raw) == [f"images[0].build.{field}"]
 
 
 def test_target_regions_rules() -> None:
