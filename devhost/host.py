@@ -197,7 +197,6 @@ class DevHost:
                 self.clock.close()
             raise
         self.invoker = FunctionInvoker(directory=str(self.app_dir))
-        self.server = HttpServer(self.dispatch, host=host, port=port)
         self.durable = DurableApi(
             self.engine, task_hub=self.task_hub, origin=lambda: self.url, keys=self.keys
         )
