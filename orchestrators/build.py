@@ -29,6 +29,12 @@ from orchestrators._flow import (
 )
 from orchestrators.wait import wait
 from shared import names
+from shared.domain.naming import (
+    RUN_GUARD_BITLOCKER,
+    RUN_GUARD_HEALTH,
+    RUN_SYSPREP,
+    step_run_command,
+)
 from shared.domain.steps import check_capture_readiness, parse_guest_health
 
 bp = df.Blueprint()
@@ -37,6 +43,8 @@ STOPPED_POWER_STATES = {"PowerState/stopped", "PowerState/deallocated"}
 MAX_VM_ATTEMPTS = 3
 SIGNALLED_POLL = timedelta(seconds=5)
 GALLERY_POLL = timedelta(seconds=60)
+# Replication "can take a few hours" (Azure's words): time on top of the build's own deadline.
+REPLICATION_ALLOWANCE = timedelta(hours=12)
 GALLERY_RETRY = RetryPolicy(max_attempts=14, first_interval=timedelta(seconds=5), backoff=1.5)
 
 
@@ -194,11 +202,21 @@ def _customise(b: BuildContext, vm_id: str) -> Flow:
     for index, step in enumerate(steps, start=1):
         percent = 20 + int(25 * index / max(len(steps), 1))
         b.enter("customise", percent, f"run command {step['name']} ({index}/{len(steps)})")
+        # On a long-lived source VM, names carry the build id: an unchanged step from an
+        # earlier build must run again, not be taken for done.
+        token = b.build_id if vm_id == b.plan.get("source_vm_id") else None
         _, record = yield from _run_script(
-            b, vm_id, f"step-{index:02d}", step["script"], f"customisation step '{step['name']}'"
+            b,
+            vm_id,
+            step_run_command(index, token),
+            step["script"],
+            f"customisation step '{step['name']}'",
         )
         record.update(
-            step=step["name"], kind=step.get("kind"), content_hash=step.get("content_hash")
+            run_command=record["name"],
+            name=step["name"],
+            kind=step.get("kind"),
+            content_hash=step.get("content_hash"),
         )
         b.steps.append(record)
 
@@ -216,13 +234,17 @@ def _guardrails(b: BuildContext, vm_id: str) -> Flow:
     """
     b.enter("guardrails", 48, "disable BitLocker and keep it off")
     yield from _run_script(
-        b, vm_id, "guard-bitlocker", b.plan["guardrail_script"], "pre-capture guardrails"
+        b, vm_id, RUN_GUARD_BITLOCKER, b.plan["guardrail_script"], "pre-capture guardrails"
     )
     min_free = float(b.plan.get("min_free_disk_gb") or 10.0)
     for check in range(1, HEALTH_RECHECKS + 1):
         b.enter("guardrails", 52, f"check BitLocker, free disk and pending reboot ({check})")
         state, _ = yield from _run_script(
-            b, vm_id, f"guard-health-{check}", b.plan["health_script"], "pre-capture health check"
+            b,
+            vm_id,
+            f"{RUN_GUARD_HEALTH}-{check}",
+            b.plan["health_script"],
+            "pre-capture health check",
         )
         output = str(state.get("output") or "")
         health = parse_guest_health(output)
@@ -247,7 +269,7 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
     yield from call(
         b.context,
         names.ACT_START_RUN_COMMAND,
-        {"vm_id": vm_id, "name": "sysprep", "script": b.plan["sysprep_script"]},
+        {"vm_id": vm_id, "name": RUN_SYSPREP, "script": b.plan["sysprep_script"]},
     )
     finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
     deadline = now(b.context) + timedelta(minutes=int(b.plan.get("sysprep_timeout_minutes", 90)))
@@ -269,7 +291,7 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
                     b.status["ignored_signal"] = str(data.get("vm_id") or "no vm_id")[:200]
                     finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
         run = yield from call(
-            b.context, names.ACT_GET_RUN_COMMAND, {"vm_id": vm_id, "name": "sysprep"}
+            b.context, names.ACT_GET_RUN_COMMAND, {"vm_id": vm_id, "name": RUN_SYSPREP}
         )
         vm = yield from call(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
         stopped = vm.get("power_state") in STOPPED_POWER_STATES
@@ -293,7 +315,7 @@ def _replicate(b: BuildContext, version_id: str) -> Flow:
         "replicated",
         args={"regions": regions},
         interval=max(b.interval, GALLERY_POLL),
-        deadline=b.deadline + timedelta(hours=6),
+        deadline=b.deadline + REPLICATION_ALLOWANCE,
         what="replication to every target region",
     )
     b.status["regions"] = final.get("regions")
@@ -376,6 +398,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             "base": b.plan["source"],
             "catalogue_hash": b.plan["catalogue_hash"],
             "steps": b.steps,
+            "tools": dict(parse_guest_health(health).apps),
             "phase_seconds": dict(b.timings),
         }
         created = yield from call(
@@ -399,7 +422,8 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             "provisioned",
             # Gallery operations take tens of minutes; Azure itself asks for 60 s between polls.
             interval=max(b.interval, GALLERY_POLL),
-            deadline=b.deadline + timedelta(hours=2),
+            # The version stays Creating until every region replicated: same allowance.
+            deadline=b.deadline + REPLICATION_ALLOWANCE,
             what="gallery version creation",
         )
         final = yield from _replicate(b, version_id)

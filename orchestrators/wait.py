@@ -24,10 +24,22 @@ bp = df.Blueprint()
 TERMINAL_RUN_STATES = {"Succeeded", "Failed", "TimedOut", "Canceled"}
 
 
+def _failed_regions(state: dict[str, Any]) -> list[str]:
+    per_region: dict[str, Any] = state.get("regions") or {}
+    return [
+        f"{region}" + (f" ({details})" if (details := (s or {}).get("details")) else "")
+        for region, s in sorted(per_region.items())
+        if (s or {}).get("state") == "Failed"
+    ]
+
+
 def _provisioned(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
     provisioning = state.get("provisioning_state")
     if provisioning == "Failed":
-        return f"provisioning failed: {state.get('error') or 'no detail'}"
+        regions = _failed_regions(state)
+        where = f"replication failed in {', '.join(regions)}" if regions else ""
+        detail = "; ".join(x for x in (str(state.get("error") or ""), where) if x)
+        return f"provisioning failed: {detail or 'no detail'}"
     return bool(state.get("exists")) and provisioning == "Succeeded"
 
 
@@ -55,7 +67,7 @@ def _run_finished(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
 
 def _replicated(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
     per_region: dict[str, Any] = state.get("regions") or {}
-    failed = sorted(r for r, s in per_region.items() if (s or {}).get("state") == "Failed")
+    failed = _failed_regions(state)
     if failed:
         return f"replication failed in {', '.join(failed)}"
     wanted = [str(r) for r in args.get("regions") or per_region]

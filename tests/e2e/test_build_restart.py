@@ -41,18 +41,12 @@ def _crash(host: DevHost) -> None:
     host.invoker.stop()
 
 
-SAME_PORT_BUG = (
-    "devhost/host.py DevHost.__init__ builds its HttpServer twice (before the engine, 'bind "
-    "first', and again after it): with an explicit port the second bind fails with EADDRINUSE"
-)
-
-
 @pytest.mark.parametrize(
     ("phase", "same_port"),
     [
         ("customise", False),
         ("sysprep", False),
-        pytest.param("customise", True, marks=pytest.mark.xfail(reason=SAME_PORT_BUG, strict=True)),
+        pytest.param("customise", True),
     ],
     ids=["customise-new-port", "sysprep-new-port", "customise-same-port"],
 )

@@ -236,15 +236,6 @@ def test_slow_replication_in_one_region_waits_longer_and_completes(
         assert_nothing_left(world, out["build_id"])
 
 
-REPLICATION_DEADLINE_BUG = (
-    "orchestrators/build.py: the 'provisioned' wait after create_image_version has the "
-    "deadline b.deadline + 2 h, but a version stays Creating until every region has "
-    "replicated, so replication is cut off there; _replicate's own b.deadline + 6 h is never "
-    "reached and a region replicating for ~6 h fails the build 'not finished by the deadline'"
-)
-
-
-@pytest.mark.xfail(reason=REPLICATION_DEADLINE_BUG, strict=True)
 def test_replication_of_six_hours_is_waited_for() -> None:
     with local_world(catalogue=TWO_REGIONS) as world:
         world.emulator.emu.faults.add(
@@ -260,14 +251,6 @@ def test_replication_of_six_hours_is_waited_for() -> None:
 
 
 # -- 2. replication failing in one region ---------------------------------------------------------
-REGION_FAILURE_BUG = (
-    "orchestrators/wait.py _provisioned: a version whose provisioningState is Failed is "
-    "reported as 'provisioning failed: <state.error or no detail>', but get_image_version "
-    "(shared/azure/gallery.py _version_state) never fills error; the failed region and its "
-    "details are only in state['regions'], which the verdict ignores"
-)
-
-
 @pytest.fixture(scope="module")
 def failed_replication() -> dict[str, Any]:
     with local_world(catalogue=TWO_REGIONS) as world:
@@ -294,7 +277,6 @@ def test_failed_replication_in_one_region_fails_the_build_and_cleans_up(
     assert failed_replication["left"] == []
 
 
-@pytest.mark.xfail(reason=REGION_FAILURE_BUG, strict=True)
 def test_failed_replication_names_the_region(failed_replication: dict[str, Any]) -> None:
     text = str(failed_replication["status"].get("output"))
     assert "northeurope" in text, text
@@ -558,14 +540,6 @@ def test_terminated_build_is_cleaned_up_by_the_janitor() -> None:
 
 
 # -- 8. the manifest tells what changed between two builds ----------------------------------------
-MANIFEST_BUG = (
-    "orchestrators/build.py: the manifest's step records are named after the run command "
-    "('step-01'; the catalogue name goes to an extra 'step' key that shared/domain/manifest.py "
-    "_StepIn ignores), and the manifest has no 'tools' (the health check's App.* lines are "
-    "never put in it), so diff_manifests can name neither the step nor the app version"
-)
-
-
 @pytest.fixture(scope="module")
 def app_update(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two builds of one image; between them the 7-Zip step moves from 24.08 to 24.09."""
@@ -620,7 +594,6 @@ def test_two_builds_record_their_manifests_and_the_changed_step(app_update: dict
     assert app_update["left"] == []
 
 
-@pytest.mark.xfail(reason=MANIFEST_BUG, strict=True)
 def test_manifest_diff_names_the_catalogue_step_and_the_app_version(
     app_update: dict[str, Any],
 ) -> None:
