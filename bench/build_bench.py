@@ -378,10 +378,10 @@ def run_build(seed: int, poll_seconds: int) -> dict[str, Any]:
     """One build in a fresh local world; its figures (JSON-ready)."""
     from devhost.demo import (
         DEFAULT_CATALOGUE,
-        _first_marketplace_image,
-        _publish_newer_marketplace_version,
+        first_marketplace_image,
         follow_build,
         local_world,
+        publish_newer_marketplace_version,
     )
     from shared.domain.naming import build_token
 
@@ -390,8 +390,8 @@ def run_build(seed: int, poll_seconds: int) -> dict[str, Any]:
         emu = world.emulator.emu
         throttling_on = bool(emu.throttle.settings.enabled)
         log = _record_requests(emu)
-        image = _first_marketplace_image(DEFAULT_CATALOGUE)
-        _publish_newer_marketplace_version(world, image)
+        image = first_marketplace_image(DEFAULT_CATALOGUE)
+        publish_newer_marketplace_version(world, image)
         jumps0 = world.clock.jumps
         wall0, cpu0 = time.perf_counter(), time.process_time()
         world.clock.resume()

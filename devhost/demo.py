@@ -209,8 +209,8 @@ def summary(world: World, status: dict[str, Any], real_seconds: float) -> dict[s
 def run_demo(scenario: Path, catalogue: Path, as_json: bool) -> int:
     started = time.monotonic()
     with local_world(scenario, catalogue) as world:
-        image = _first_marketplace_image(catalogue)
-        published = _publish_newer_marketplace_version(world, image)
+        image = first_marketplace_image(catalogue)
+        published = publish_newer_marketplace_version(world, image)
         print(f"published marketplace image {published} at {world.clock.now():%Y-%m-%d %H:%M}")
         world.clock.resume()
         status = follow_build(world, image["name"])
@@ -223,7 +223,7 @@ def run_demo(scenario: Path, catalogue: Path, as_json: bool) -> int:
     return 0 if ok else 1
 
 
-def _first_marketplace_image(catalogue: Path) -> dict[str, Any]:
+def first_marketplace_image(catalogue: Path) -> dict[str, Any]:
     from shared.domain.catalogue import load_catalogue
 
     for image in load_catalogue(catalogue).images:
@@ -270,7 +270,7 @@ def next_marketplace_version(world: World, image: dict[str, Any]) -> str:
     return f"{major}.{minor}.{patch + 100}"
 
 
-def _publish_newer_marketplace_version(world: World, image: dict[str, Any]) -> str:
+def publish_newer_marketplace_version(world: World, image: dict[str, Any]) -> str:
     version = next_marketplace_version(world, image)
     emulator_admin(
         world,

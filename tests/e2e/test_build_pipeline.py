@@ -14,10 +14,10 @@ import pytest
 
 from devhost.demo import (
     World,
-    _first_marketplace_image,
-    _publish_newer_marketplace_version,
+    first_marketplace_image,
     follow_build,
     local_world,
+    publish_newer_marketplace_version,
 )
 from orchestrators.build_queue import queue_instance_id
 from tests.e2e.conftest import ROOT, emulator_get, post_json
@@ -33,7 +33,7 @@ def _is_build(instance: dict[str, Any]) -> bool:
 
 
 def _image() -> dict[str, Any]:
-    return _first_marketplace_image(CATALOGUE)
+    return first_marketplace_image(CATALOGUE)
 
 
 def _leftovers(world: World) -> Any:
@@ -59,7 +59,7 @@ def _vm_creates(world: World) -> int:
 
 def test_marketplace_image_to_staged_replicated_version_with_nothing_left(world: World) -> None:
     image = _image()
-    _publish_newer_marketplace_version(world, image)
+    publish_newer_marketplace_version(world, image)
     world.clock.resume()
 
     status = follow_build(world, image["name"], echo=False)
@@ -105,8 +105,8 @@ def test_failing_customisation_step_fails_the_build_and_cleans_up(tmp_path: Any)
     catalogue = tmp_path / "images.yaml"
     catalogue.write_text(broken)
     with local_world(catalogue=catalogue) as world:
-        image = _first_marketplace_image(catalogue)
-        _publish_newer_marketplace_version(world, image)
+        image = first_marketplace_image(catalogue)
+        publish_newer_marketplace_version(world, image)
         world.clock.resume()
         status = follow_build(world, image["name"], echo=False)
         assert status["runtimeStatus"] == "Failed"
@@ -121,7 +121,7 @@ def test_vm_provisioning_failure_is_retried() -> None:
             {"type": "flag", "kind": "vm_provisioning_failure", "count": 1}
         )
         image = _image()
-        _publish_newer_marketplace_version(world, image)
+        publish_newer_marketplace_version(world, image)
         world.clock.resume()
         status = follow_build(world, image["name"], echo=False)
         assert status["runtimeStatus"] == "Completed", status.get("output")
@@ -142,7 +142,7 @@ def test_same_marketplace_event_twice_builds_once(world: World) -> None:
             "publisher": image["publisher"],
             "offer": image["offer"],
             "sku": image["sku"],
-            "version": _publish_newer_marketplace_version(world, image).rsplit(" ", 1)[1],
+            "version": publish_newer_marketplace_version(world, image).rsplit(" ", 1)[1],
             "location": image["location"],
         },
     }
