@@ -17,7 +17,7 @@ import secrets
 import string
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import azure.durable_functions as df
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
@@ -435,11 +435,40 @@ def get_run_command(payload: Any) -> dict[str, Any]:
 # ---- disks and snapshots ----------------------------------------------------------------
 
 
-class SnapshotInput(_Input):
+class _CopyInput(_Input):
     plan: BuildPlan
     build_id: str = Field(min_length=1, max_length=64)
-    source_disk_id: str = Field(min_length=1)
     name: str = Field(min_length=1, max_length=80)
+
+
+class SnapshotInput(_CopyInput):
+    source_disk_id: str = Field(min_length=1)
+
+
+class DiskFromSnapshotInput(_CopyInput):
+    snapshot_id: str = Field(min_length=1)
+
+
+def _copy(args: _CopyInput, role: Literal["snapshot", "clone-disk"], source_id: str) -> str:
+    """Create-or-get a snapshot of ``source_id`` or a disk copied from it; returns its id."""
+    settings = load_settings()
+    plan = args.plan
+    snapshot = role == "snapshot"
+    make_id = compute.snapshot_id if snapshot else compute.disk_id
+    copy_id = make_id(settings, plan.resource_group, args.name)
+    existing = compute.get_resource_state(settings, copy_id)
+    if existing.exists:
+        _require_own(args.build_id, existing.tags, f"{role} {args.name}")
+        return copy_id
+    where = (settings, plan.resource_group, args.name, plan.location, source_id)
+    tags = _resource_tags(plan, args.build_id, role)
+    if snapshot:
+        compute.begin_create_snapshot(*where, tags)
+    else:
+        compute.begin_create_disk_from_snapshot(
+            *where, tags, storage_account_type=plan.os_disk_storage_type
+        )
+    return copy_id
 
 
 @_registered(names.ACT_CREATE_SNAPSHOT)
@@ -447,53 +476,15 @@ def create_snapshot(payload: Any) -> dict[str, Any]:
     """Create-or-get a full snapshot of an OS disk."""
     args = parse(SnapshotInput, payload)
     ResourceId.parse(args.source_disk_id, "source_disk_id")
-    settings = load_settings()
-    plan = args.plan
-    snap_id = compute.snapshot_id(settings, plan.resource_group, args.name)
-    existing = compute.get_resource_state(settings, snap_id)
-    if existing.exists:
-        _require_own(args.build_id, existing.tags, f"snapshot {args.name}")
-        return {"snapshot_id": snap_id}
-    compute.begin_create_snapshot(
-        settings,
-        plan.resource_group,
-        args.name,
-        plan.location,
-        args.source_disk_id,
-        _resource_tags(plan, args.build_id, "snapshot"),
-    )
-    return {"snapshot_id": snap_id}
-
-
-class DiskFromSnapshotInput(_Input):
-    plan: BuildPlan
-    build_id: str = Field(min_length=1, max_length=64)
-    snapshot_id: str = Field(min_length=1)
-    name: str = Field(min_length=1, max_length=80)
+    return {"snapshot_id": _copy(args, "snapshot", args.source_disk_id)}
 
 
 @_registered(names.ACT_CREATE_DISK_FROM_SNAPSHOT)
 def create_disk_from_snapshot(payload: Any) -> dict[str, Any]:
     """Create-or-get a managed disk copied from a snapshot."""
     args = parse(DiskFromSnapshotInput, payload)
-    ResourceId.parse(args.snapshot_id, "snapshot_id")
-    settings = load_settings()
-    plan = args.plan
-    disk_id = compute.disk_id(settings, plan.resource_group, args.name)
-    existing = compute.get_resource_state(settings, disk_id)
-    if existing.exists:
-        _require_own(args.build_id, existing.tags, f"disk {args.name}")
-        return {"disk_id": disk_id}
-    compute.begin_create_disk_from_snapshot(
-        settings,
-        plan.resource_group,
-        args.name,
-        plan.location,
-        args.snapshot_id,
-        _resource_tags(plan, args.build_id, "clone-disk"),
-        storage_account_type=plan.os_disk_storage_type,
-    )
-    return {"disk_id": disk_id}
+    ResourceId.parse(args.snapshot_id, "snapshot_id", compute.SNAPSHOT_TYPE)
+    return {"disk_id": _copy(args, "clone-disk", args.snapshot_id)}
 
 
 class ResourceInput(_Input):

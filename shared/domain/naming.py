@@ -218,7 +218,10 @@ ResourceKind = Literal["vm", "computer_name", "nic", "disk", "snapshot", "run_co
 _RULES: Final[dict[str, tuple[int, re.Pattern[str]]]] = {
     # kind: (max length, full pattern)
     "vm": (64, re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")),
-    "computer_name": (15, re.compile(r"^(?![0-9]+$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")),
+    "computer_name": (
+        COMPUTER_NAME_MAX,
+        re.compile(r"^(?![0-9]+$)[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$"),
+    ),
     "nic": (80, re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")),
     "disk": (80, re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?$")),
     "snapshot": (80, re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")),

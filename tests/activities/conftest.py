@@ -21,11 +21,12 @@ from shared.azure.clients import avd_client, compute_client
 from shared.domain.naming import build_resource_names
 from tests.emulator import conftest as emulator_fixtures
 from tests.emulator.conftest import EmulatorEnv
+from tests.gateways.conftest import FACTORY_RG
+from tests.gateways.conftest import point_app_at as point_app_at
 
 emulator_factory = emulator_fixtures.emulator_factory
 emulator_env = emulator_fixtures.emulator_env
 
-FACTORY_RG = "rg-image-factory"
 GALLERY_RG = "rg-gallery"
 WIN11 = ("MicrosoftWindowsDesktop", "windows-11", "win11-25h2-avd")
 WIN11_LATEST = "26200.7462.251205"
@@ -47,22 +48,6 @@ def registered() -> dict[str, Activity]:
 
 def activity(name: str) -> Activity:
     return registered()[name]
-
-
-def point_app_at(env: EmulatorEnv, monkeypatch: pytest.MonkeyPatch, **extra: str) -> None:
-    values = {
-        "AZURE_SUBSCRIPTION_ID": env.subscription,
-        "AZURE_ARM_ENDPOINT": env.url,
-        "AZURE_CA_BUNDLE": str(env.ca_path),
-        "FACTORY_RESOURCE_GROUP": FACTORY_RG,
-        "FACTORY_LOCATION": "westeurope",
-        "ARM_MAX_RETRIES": "0",
-        **extra,
-    }
-    for key, value in values.items():
-        monkeypatch.setenv(key, value)
-    compute_client.cache_clear()
-    avd_client.cache_clear()
 
 
 @pytest.fixture
