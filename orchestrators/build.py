@@ -83,7 +83,7 @@ class BuildContext:
 
 def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
     """Create the build VM and wait until it runs; a failed provisioning is retried afresh."""
-    payload = {**b.ids(), "role": "build"}
+    payload: dict[str, Any] = {**b.ids()}
     if os_disk_id:
         payload["os_disk_id"] = os_disk_id
     for attempt in range(1, MAX_VM_ATTEMPTS + 1):
