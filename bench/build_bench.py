@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADING = "## Image build pipeline"
 DEFAULT_SEEDS = (42, 43, 44)
 DEFAULT_POLL = 10  # the demo's setting (devhost/demo.py app_settings)
-SWEEP_POLLS = (3, 5, 10, 15, 30)
+SWEEP_POLLS = (5, 10, 15, 30)  # the app refuses intervals under 5 s
 TARGET_OVERHEAD_PERCENT = 2.0
 RUN_TIMEOUT_SECONDS = 300
 
@@ -499,10 +499,10 @@ def runs_table(runs: Sequence[Mapping[str, Any]]) -> str:
 # definition are one wait: ensure_gallery_image is retried until both are provisioned.
 WAITS: dict[str, tuple[str, str]] = {
     "start": ("build start", "-"),
-    "gallery": ("gallery + image definition", "activity retried on a back-off: 15 s, then x2"),
+    "gallery": ("gallery + image definition", "activity retried on a back-off: 5 s, then x1.5"),
     "image definition": (
         "gallery + image definition",
-        "activity retried on a back-off: 15 s, then x2",
+        "activity retried on a back-off: 5 s, then x1.5",
     ),
     "VM create": ("VM create", "poll every POLL_INTERVAL_SECONDS"),
     "run command": ("run command", "poll every POLL_INTERVAL_SECONDS"),
