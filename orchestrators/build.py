@@ -129,6 +129,18 @@ def _delete_and_wait(b: BuildContext, resource_id: str, what: str) -> Flow:
     )
 
 
+def _until_provisioned(b: BuildContext, resource_id: str, what: str) -> Flow:
+    yield from wait(
+        b.context,
+        names.ACT_GET_RESOURCE_STATE,
+        {"resource_id": resource_id},
+        "provisioned",
+        interval=b.interval,
+        deadline=b.deadline,
+        what=what,
+    )
+
+
 def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
     """Copy an OS disk: snapshot it, then a managed disk from the snapshot."""
     names_ = b.plan["names"]
@@ -137,29 +149,13 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
         names.ACT_CREATE_SNAPSHOT,
         {**b.ids(), "source_disk_id": source_disk_id, "name": names_["snapshot"]},
     )
-    yield from wait(
-        b.context,
-        names.ACT_GET_RESOURCE_STATE,
-        {"resource_id": snap["snapshot_id"]},
-        "provisioned",
-        interval=b.interval,
-        deadline=b.deadline,
-        what="snapshot of the source OS disk",
-    )
+    yield from _until_provisioned(b, snap["snapshot_id"], "snapshot of the source OS disk")
     disk = yield from call(
         b.context,
         names.ACT_CREATE_DISK_FROM_SNAPSHOT,
         {**b.ids(), "snapshot_id": snap["snapshot_id"], "name": names_["clone_disk"]},
     )
-    yield from wait(
-        b.context,
-        names.ACT_GET_RESOURCE_STATE,
-        {"resource_id": disk["disk_id"]},
-        "provisioned",
-        interval=b.interval,
-        deadline=b.deadline,
-        what="disk from the snapshot",
-    )
+    yield from _until_provisioned(b, disk["disk_id"], "disk from the snapshot")
     return disk["disk_id"]
 
 
