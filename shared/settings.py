@@ -49,7 +49,12 @@ class Settings:
 
     @property
     def uses_emulator(self) -> bool:
-        return bool(self.arm_endpoint)
+        """The local emulator: an ARM endpoint *and* the CA bundle that signs it.
+
+        An endpoint alone (a sovereign cloud, say) keeps the real credential: the local token is
+        never sent to anything but an endpoint whose private CA the operator pointed us at.
+        """
+        return bool(self.arm_endpoint and self.ca_bundle)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -45,11 +45,11 @@ def credential(settings: Settings) -> TokenCredential:
 
 def _client_kwargs(settings: Settings) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"retry_total": settings.arm_max_retries}
-    if settings.uses_emulator:
+    if settings.arm_endpoint:
         kwargs["base_url"] = settings.arm_endpoint
         kwargs["credential_scopes"] = [ARM_SCOPE]
-        if settings.ca_bundle:
-            kwargs["connection_verify"] = settings.ca_bundle
+    if settings.uses_emulator:
+        kwargs["connection_verify"] = settings.ca_bundle
         # The SDK ignores Retry-After: 0 and falls back to this interval.
         kwargs["polling_interval"] = 1
     return kwargs

@@ -101,7 +101,16 @@ def test_settings_defaults_and_allowed_subscriptions() -> None:
         }
     )
     assert s2.allowed_subscriptions == ("a", "b")
-    assert s2.uses_emulator
+    # An endpoint without the emulator's CA bundle is not the emulator: no local token for it.
+    assert not s2.uses_emulator
+    s3 = Settings.from_env(
+        {
+            "AZURE_SUBSCRIPTION_ID": "a",
+            "AZURE_ARM_ENDPOINT": "https://127.0.0.1:1",
+            "AZURE_CA_BUNDLE": "/tmp/ca.pem",
+        }
+    )
+    assert s3.uses_emulator
     assert hash(s2) == hash(
         Settings.from_env(
             {
