@@ -339,7 +339,7 @@ def test_sweep_verdict_names_intervals_within_the_target_and_those_that_drew_429
 
 
 def test_command_line_names_only_what_differs_from_the_defaults() -> None:
-    assert command_line("42,43,44", "3,5,10,15,30", True) == (
+    assert command_line("42,43,44", "5,10,15,30", True) == (
         "PYTHONPATH=. .venv/bin/python bench/build_bench.py --write"
     )
     assert command_line("7", "", False) == (
