@@ -21,21 +21,19 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import azure.functions as func
 from azure.functions import meta
-from azure.functions._abc import TraceContext
 from azure.functions.durable_functions import (
     ActivityTriggerConverter,
     OrchestrationTriggerConverter,
 )
 
+from devhost.context import InvocationContext
 from devhost.functions import FunctionInfo
 
 OUT_OF_PROC_MARKER = "$OutOfProcData$:"
@@ -58,59 +56,6 @@ class OrchestratorOutcome:
     state: dict[str, Any] | None
     error: str | None = None
     details: str | None = None
-
-
-class _TraceContext(TraceContext):
-    def __init__(self) -> None:
-        self._parent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00"
-
-    @property
-    def trace_state(self) -> str:
-        return ""
-
-    @property
-    def trace_parent(self) -> str:
-        return self._parent
-
-    @property
-    def attributes(self) -> dict[str, str]:
-        return {}
-
-
-class InvocationContext(func.Context):
-    """The ``context`` argument the worker passes to functions that declare one."""
-
-    _local = threading.local()
-
-    def __init__(self, function_name: str, directory: str = ".") -> None:
-        self._invocation_id = str(uuid.uuid4())
-        self._function_name = function_name
-        self._directory = directory
-        self._trace = _TraceContext()
-
-    @property
-    def invocation_id(self) -> str:
-        return self._invocation_id
-
-    @property
-    def thread_local_storage(self) -> Any:
-        return self._local
-
-    @property
-    def function_name(self) -> str:
-        return self._function_name
-
-    @property
-    def function_directory(self) -> str:
-        return self._directory
-
-    @property
-    def trace_context(self) -> TraceContext:
-        return self._trace
-
-    @property
-    def retry_context(self) -> Any:
-        return None
 
 
 class AsyncRunner:

@@ -40,12 +40,12 @@ from typing import Any, Protocol
 
 import azure.functions as func
 from azure.functions import meta
-from azure.functions._abc import TraceContext
 from azure.functions.eventgrid import EventGridEventInConverter
 from azure.functions.http import HttpRequestConverter, HttpResponseConverter
 from azure.functions.timer import TimerRequestConverter
 
 from devhost.clock import BaseClock, Participant
+from devhost.context import InvocationContext
 from devhost.functions import (
     DURABLE_CLIENT,
     HTTP,
@@ -74,59 +74,6 @@ class FunctionFailedError(Exception):
 
 
 # -- invocation -----------------------------------------------------------------------------------
-class _TraceContext(TraceContext):
-    def __init__(self, trace_parent: str = "", trace_state: str = "") -> None:
-        self._parent = trace_parent
-        self._state = trace_state
-
-    @property
-    def trace_state(self) -> str:
-        return self._state
-
-    @property
-    def trace_parent(self) -> str:
-        return self._parent
-
-    @property
-    def attributes(self) -> dict[str, str]:
-        return {}
-
-
-class InvocationContext(func.Context):
-    """The ``context`` argument: invocation id, function name and directory, trace context."""
-
-    def __init__(self, function_name: str, directory: str = ".", trace_parent: str = "") -> None:
-        self._invocation_id = str(uuid.uuid4())
-        self._function_name = function_name
-        self._directory = directory
-        self._trace = _TraceContext(trace_parent)
-        self._tls = threading.local()
-
-    @property
-    def invocation_id(self) -> str:
-        return self._invocation_id
-
-    @property
-    def thread_local_storage(self) -> Any:
-        return self._tls
-
-    @property
-    def function_name(self) -> str:
-        return self._function_name
-
-    @property
-    def function_directory(self) -> str:
-        return self._directory
-
-    @property
-    def trace_context(self) -> TraceContext:
-        return self._trace
-
-    @property
-    def retry_context(self) -> Any:
-        return None
-
-
 class OutValue(func.Out[Any]):
     """A ``func.Out`` output binding: remembers what the function set (the devhost drops it)."""
 
