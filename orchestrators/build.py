@@ -12,7 +12,7 @@ resource whatever the outcome. Every wait is a durable timer or an external even
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
@@ -80,6 +80,30 @@ class BuildContext:
     def ids(self) -> dict[str, Any]:
         return {"plan": self.plan, "build_id": self.build_id}
 
+    def until(
+        self,
+        activity: str,
+        payload: dict[str, Any],
+        verdict: str,
+        what: str,
+        *,
+        interval: timedelta | None = None,
+        deadline: datetime | None = None,
+        args: dict[str, Any] | None = None,
+    ) -> Flow:
+        """Wait for an operation with this build's poll interval and deadline by default."""
+        result: dict[str, Any] = yield from wait(
+            self.context,
+            activity,
+            payload,
+            verdict,
+            interval=interval or self.interval,
+            deadline=deadline or self.deadline,
+            what=what,
+            args=args,
+        )
+        return result
+
 
 def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
     """Create the build VM and wait until it runs; a failed provisioning is retried afresh."""
@@ -89,14 +113,11 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
     for attempt in range(1, MAX_VM_ATTEMPTS + 1):
         created = yield from call(b.context, names.ACT_CREATE_BUILD_VM, payload)
         vm_id: str = created["vm_id"]
-        state = yield from wait(
-            b.context,
+        state = yield from b.until(
             names.ACT_GET_VM_STATE,
             {"vm_id": vm_id},
             "vm_running",
-            interval=b.interval,
-            deadline=b.deadline,
-            what=what,
+            what,
         )
         if state.get("provisioning_state") != "Failed":
             if state.get("security_type") == "TrustedLaunch":
@@ -104,7 +125,7 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
                     "the build VM runs Trusted Launch, which turns BitLocker on and breaks "
                     "sysprep: build images as 'Trusted Launch supported' instead"
                 )
-            return vm_id, state
+            return vm_id
         # Provisioning failed: remove the broken VM (its NIC and disk go with it), try again.
         b.enter(b.phase, 15, f"VM provisioning failed (attempt {attempt}); recreating")
         yield from _delete_and_wait(b, vm_id, "the failed build VM")
@@ -118,26 +139,12 @@ def _delete_and_wait(b: BuildContext, resource_id: str, what: str) -> Flow:
         names.ACT_DELETE_RESOURCE,
         {"resource_id": resource_id, "build_id": b.build_id},
     )
-    yield from wait(
-        b.context,
+    yield from b.until(
         names.ACT_GET_RESOURCE_STATE,
         {"resource_id": resource_id},
         "gone",
-        interval=b.interval,
+        f"deleting {what}",
         deadline=now(b.context) + timedelta(hours=1),
-        what=f"deleting {what}",
-    )
-
-
-def _until_provisioned(b: BuildContext, resource_id: str, what: str) -> Flow:
-    yield from wait(
-        b.context,
-        names.ACT_GET_RESOURCE_STATE,
-        {"resource_id": resource_id},
-        "provisioned",
-        interval=b.interval,
-        deadline=b.deadline,
-        what=what,
     )
 
 
@@ -149,14 +156,30 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
         names.ACT_CREATE_SNAPSHOT,
         {**b.ids(), "source_disk_id": source_disk_id, "name": names_["snapshot"]},
     )
-    yield from _until_provisioned(b, snap["snapshot_id"], "snapshot of the source OS disk")
+    yield from b.until(
+        names.ACT_GET_RESOURCE_STATE,
+        {"resource_id": snap["snapshot_id"]},
+        "provisioned",
+        "snapshot of the source OS disk",
+    )
     disk = yield from call(
         b.context,
         names.ACT_CREATE_DISK_FROM_SNAPSHOT,
         {**b.ids(), "snapshot_id": snap["snapshot_id"], "name": names_["clone_disk"]},
     )
-    yield from _until_provisioned(b, disk["disk_id"], "disk from the snapshot")
+    yield from b.until(
+        names.ACT_GET_RESOURCE_STATE,
+        {"resource_id": disk["disk_id"]},
+        "provisioned",
+        "disk from the snapshot",
+    )
     return disk["disk_id"]
+
+
+def _run_detail(state: dict[str, Any]) -> str:
+    """What a run command said (its error, then its output), the last 2,000 characters."""
+    parts = (str(state.get(k) or "").strip() for k in ("error", "output"))
+    return " | ".join(p for p in parts if p)[-2000:]
 
 
 def _run_script(b: BuildContext, vm_id: str, name: str, script: list[str], what: str) -> Flow:
@@ -167,14 +190,11 @@ def _run_script(b: BuildContext, vm_id: str, name: str, script: list[str], what:
         names.ACT_START_RUN_COMMAND,
         {"vm_id": vm_id, "name": name, "script": script, "timeout_seconds": 5400},
     )
-    state = yield from wait(
-        b.context,
+    state = yield from b.until(
         names.ACT_GET_RUN_COMMAND,
         {"vm_id": vm_id, "name": name},
         "run_finished",
-        interval=b.interval,
-        deadline=b.deadline,
-        what=what,
+        what,
     )
     record = {
         "name": name,
@@ -184,11 +204,9 @@ def _run_script(b: BuildContext, vm_id: str, name: str, script: list[str], what:
         "ended": now(b.context).isoformat(),
     }
     if state.get("state") != "Succeeded":
-        output = (state.get("output") or "").strip()
-        error = (state.get("error") or "").strip()
-        detail = " | ".join(x for x in (error, output) if x)[-2000:]
         raise StepFailedError(
-            f"{what} ended {state.get('state')} (exit code {state.get('exit_code')}): {detail}"
+            f"{what} ended {state.get('state')} (exit code {state.get('exit_code')}): "
+            f"{_run_detail(state)}"
         )
     return state, record
 
@@ -233,7 +251,9 @@ def _guardrails(b: BuildContext, vm_id: str) -> Flow:
         b, vm_id, RUN_GUARD_BITLOCKER, b.plan["guardrail_script"], "pre-capture guardrails"
     )
     min_free = float(b.plan.get("min_free_disk_gb") or 10.0)
-    for check in range(1, HEALTH_RECHECKS + 1):
+    check = 0
+    while True:
+        check += 1
         b.enter("guardrails", 52, f"check BitLocker, free disk and pending reboot ({check})")
         state, _ = yield from _run_script(
             b,
@@ -248,10 +268,9 @@ def _guardrails(b: BuildContext, vm_id: str) -> Flow:
         if not reasons:
             return output
         decrypting = "progress" in (health.bitlocker_status or "").lower()
-        if not decrypting or check == HEALTH_RECHECKS:
+        if not decrypting or check >= HEALTH_RECHECKS:
             raise StepFailedError("not ready for capture: " + "; ".join(reasons))
         yield b.context.create_timer(now(b.context) + HEALTH_RECHECK_WAIT)
-    raise StepFailedError("not ready for capture")  # pragma: no cover - loop always returns
 
 
 def _sysprep(b: BuildContext, vm_id: str) -> Flow:
@@ -292,8 +311,7 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
         vm = yield from call(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
         stopped = vm.get("power_state") in STOPPED_POWER_STATES
         if run.get("state") in {"Failed", "TimedOut", "Canceled"} and not stopped:
-            detail = " | ".join(x for x in (run.get("error"), run.get("output")) if x)
-            raise StepFailedError(f"sysprep failed: {detail}"[:2000])
+            raise StepFailedError(f"sysprep failed: {_run_detail(run)}")
         if stopped:
             b.status.setdefault("sysprep_signal", "poll")
             return
@@ -304,15 +322,14 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
 def _replicate(b: BuildContext, version_id: str) -> Flow:
     regions = [r["name"] for r in b.plan["target_regions"]]
     b.enter("replicate", 80, f"replicate to {', '.join(regions)}")
-    final: dict[str, Any] = yield from wait(
-        b.context,
+    final: dict[str, Any] = yield from b.until(
         names.ACT_GET_IMAGE_VERSION,
         {"version_id": version_id},
         "replicated",
+        "replication to every target region",
         args={"regions": regions},
         interval=max(b.interval, GALLERY_POLL),
         deadline=b.deadline + REPLICATION_ALLOWANCE,
-        what="replication to every target region",
     )
     b.status["regions"] = final.get("regions")
     return final
@@ -356,15 +373,15 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             yield from _customise(b, source_vm_id)
             b.enter("source", 46, "clone the source VM's OS disk")
             disk_id = yield from _snapshot_to_disk(b, src["os_disk_id"])
-            vm_id, _ = yield from _create_vm(b, disk_id, "temporary capture VM")
+            vm_id = yield from _create_vm(b, disk_id, "temporary capture VM")
         elif b.plan["source"]["kind"] == "snapshot":
             b.enter("source", 8, "snapshot the session host's OS disk")
             disk_id = yield from _snapshot_to_disk(b, b.plan["source"]["snapshot_source_id"])
-            vm_id, _ = yield from _create_vm(b, disk_id, "build VM from a session-host copy")
+            vm_id = yield from _create_vm(b, disk_id, "build VM from a session-host copy")
             yield from _customise(b, vm_id)
         else:
             b.enter("source", 8, "create the build VM")
-            vm_id, _ = yield from _create_vm(b, None, "build VM")
+            vm_id = yield from _create_vm(b, None, "build VM")
             yield from _customise(b, vm_id)
 
         health = yield from _guardrails(b, vm_id)
@@ -374,14 +391,11 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
 
         b.enter("capture", 62, "deallocate the build VM")
         yield from call(context, names.ACT_DEALLOCATE_VM, {"vm_id": vm_id})
-        yield from wait(
-            context,
+        yield from b.until(
             names.ACT_GET_VM_STATE,
             {"vm_id": vm_id},
             "deallocated",
-            interval=b.interval,
-            deadline=b.deadline,
-            what="deallocating the build VM",
+            "deallocating the build VM",
         )
         b.enter("capture", 65, "generalize the build VM")
         yield from call(context, names.ACT_GENERALIZE_VM, {"vm_id": vm_id})
@@ -411,16 +425,15 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
         )
         version_id: str = created["version_id"]
         outcome["version_id"] = version_id
-        yield from wait(
-            context,
+        yield from b.until(
             names.ACT_GET_IMAGE_VERSION,
             {"version_id": version_id},
             "provisioned",
+            "gallery version creation",
             # Gallery operations take tens of minutes; Azure itself asks for 60 s between polls.
             interval=max(b.interval, GALLERY_POLL),
             # The version stays Creating until every region replicated: same allowance.
             deadline=b.deadline + REPLICATION_ALLOWANCE,
-            what="gallery version creation",
         )
         final = yield from _replicate(b, version_id)
         outcome["regions"] = final.get("regions")
