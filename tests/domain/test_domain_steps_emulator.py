@@ -46,7 +46,7 @@ def test_every_documented_example_parses_in_the_emulator(line: str) -> None:
 def test_every_rendered_catalogue_step_parses_in_the_emulator() -> None:
     for image in load_catalogue(CATALOGUE).images:
         for step in image.rendered_steps():
-            guest.parse_script("\n".join(step.lines))
+            assert guest.parse_script("\n".join(step.lines)), step.name  # raises if unknown
 
 
 def test_guardrails_make_a_25h2_guest_ready_for_capture() -> None:
