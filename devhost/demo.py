@@ -143,7 +143,7 @@ def follow_build(
     world: World, image: str, *, real_timeout: float = 300.0, echo: bool = True
 ) -> dict[str, Any]:
     """Watch the image's queue until a build has run, printing progress as it changes."""
-    from orchestrators.build_queue import queue_instance_id
+    from shared.names import build_instance_id, queue_instance_id
 
     deadline = time.monotonic() + real_timeout
     last_step: tuple[str, str] = ("", "")
@@ -159,7 +159,7 @@ def follow_build(
             if done:
                 build_id = done[-1]["build_id"]
         if build_id:
-            status = world.status(f"build:{build_id}") or {}
+            status = world.status(build_instance_id(build_id)) or {}
             custom_b = status.get("customStatus") or {}
             step = (custom_b.get("phase", "?"), custom_b.get("operation", ""))
             if echo and step != last_step:

@@ -25,10 +25,6 @@ KEYS_KEPT = 200
 MAX_ATTEMPTS_PER_KEY = 3
 
 
-def queue_instance_id(image: str) -> str:
-    return f"image-builds:{image}"
-
-
 @bp.orchestration_trigger(context_name="context", orchestration=names.ORCH_IMAGE_BUILD_QUEUE)
 def image_build_queue(context: df.DurableOrchestrationContext) -> Flow:
     """Run the image's queued build requests one at a time, dropping repeats."""
@@ -87,7 +83,7 @@ def image_build_queue(context: df.DurableOrchestrationContext) -> Flow:
     build = context.call_sub_orchestrator(
         names.ORCH_BUILD_IMAGE,
         {"image": image, "build_id": build_id, "request": {**request, "key": key}},
-        f"build:{build_id}",
+        names.build_instance_id(build_id),
     )
     # Keep taking requests while the build runs: they queue, duplicates are dropped.
     while True:

@@ -47,3 +47,19 @@ EVT_CANCEL: Final = "Cancel"
 EG_MARKETPLACE_IMAGE_PUBLISHED: Final = "ImageFactory.MarketplaceImagePublished"
 EG_SYSPREP_FINISHED: Final = "ImageFactory.SysprepFinished"
 EG_IMAGE_VERSION_STAGED: Final = "ImageFactory.ImageVersionStaged"
+
+
+# Orchestration instance ids (one place, so triggers, tools and orchestrators agree)
+def queue_instance_id(image: str) -> str:
+    """The per-image build queue: ``image-builds:<image>``."""
+    return f"image-builds:{image}"
+
+
+def build_instance_id(build_id: str) -> str:
+    """One build: ``build:<build id>`` (its waits and clean-up are children of it)."""
+    return f"build:{build_id}"
+
+
+def janitor_instance_id(build_id: str) -> str:
+    """The janitor's clean-up of a build that no longer runs."""
+    return f"janitor:{build_id}"

@@ -8,13 +8,14 @@ from typing import Any
 
 import azure.functions as func
 
-from orchestrators.build_queue import queue_instance_id
 from shared import names
 from shared.errors import InputError
+from shared.names import queue_instance_id
 
 log = logging.getLogger("imagefactory.triggers")
 
-RUNNING = {"Running", "Pending", "ContinuedAsNew"}
+# An instance in one of these states is alive (continue-as-new shows as ContinuedAsNew briefly).
+RUNNING = frozenset({"Running", "Pending", "ContinuedAsNew"})
 
 
 def json_response(

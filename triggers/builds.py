@@ -16,9 +16,9 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orchestrators.build_queue import queue_instance_id
 from shared.app_catalogue import find_image
 from shared.errors import InputError, NotFoundError, field_errors_from_pydantic
+from shared.names import build_instance_id, queue_instance_id
 from triggers._common import (
     error_response,
     input_error_response,
@@ -131,7 +131,7 @@ async def get_build(
     build_id = req.route_params.get("build_id", "")
     if not _KEY.fullmatch(build_id):
         return error_response(400, "InvalidInput", "build_id: not a build id", field="build_id")
-    status = _status_json(await client.get_status(f"build:{build_id}"))
+    status = _status_json(await client.get_status(build_instance_id(build_id)))
     if status is None:
         return error_response(404, "BuildNotFound", f"no build {build_id!r}", build_id=build_id)
     return json_response(status)

@@ -18,7 +18,7 @@ from shared import names
 from shared.app_catalogue import app_catalogue
 from shared.domain.events import Accepted, classify_event, marketplace_request_key
 from shared.settings import load_settings
-from triggers._common import request_build, runtime_status
+from triggers._common import RUNNING, request_build, runtime_status
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.triggers.events")
@@ -87,9 +87,9 @@ async def on_sysprep_signal(
     if accepted is None:
         return
     build_id = str(accepted.data["build_id"])
-    instance_id = f"build:{build_id}"
+    instance_id = names.build_instance_id(build_id)
     status = await client.get_status(instance_id)
-    if runtime_status(status) not in {"Running", "Pending"}:
+    if runtime_status(status) not in RUNNING:
         log.warning("sysprep signal for build %s, which is not running", build_id)
         return
     await client.raise_event(

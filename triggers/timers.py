@@ -21,12 +21,10 @@ from shared.domain.catalogue import CatalogueImage
 from shared.domain.versions import ImageVersion
 from shared.errors import FactoryError
 from shared.settings import Settings, load_settings
-from triggers._common import runtime_status
+from triggers._common import RUNNING, runtime_status
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.triggers.timers")
-
-RUNNING = {"Running", "Pending"}
 
 
 def _watch_one(settings: Settings, image: CatalogueImage, announced: set[tuple[str, ...]]) -> None:
@@ -102,9 +100,12 @@ async def build_janitor(timer: func.TimerRequest, client: df.DurableOrchestratio
     groups.update(image.build.resource_group for image in app_catalogue(settings).images)
     for group in sorted(groups):
         for build_id in sorted(compute.build_ids_with_resources(settings, group)):
-            if runtime_status(await client.get_status(f"build:{build_id}")) in RUNNING:
+            if (
+                runtime_status(await client.get_status(names.build_instance_id(build_id)))
+                in RUNNING
+            ):
                 continue
-            cleanup_id = f"janitor:{build_id}"
+            cleanup_id = names.janitor_instance_id(build_id)
             if runtime_status(await client.get_status(cleanup_id)) in RUNNING:
                 continue
             log.warning("build %s no longer runs but left resources: cleaning up", build_id)

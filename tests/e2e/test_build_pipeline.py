@@ -19,7 +19,7 @@ from devhost.demo import (
     local_world,
     publish_newer_marketplace_version,
 )
-from orchestrators.build_queue import queue_instance_id
+from shared.names import queue_instance_id
 from tests.e2e.conftest import ROOT, emulator_get, post_json
 
 CATALOGUE = ROOT / "catalogue" / "images.yaml"

@@ -18,6 +18,7 @@ import pytest
 
 from devhost.demo import ROOT, local_world
 from devhost.host import DevHost
+from shared.names import build_instance_id
 from tests.e2e.test_build_scenarios import (
     OFFICE,
     TWO_REGIONS,
@@ -63,7 +64,7 @@ def test_devhost_killed_mid_build_is_resumed_by_a_new_host(
         request_build(world, OFFICE, key)
         world.clock.resume()
         build_id = await_build_id(world, OFFICE, key)
-        instance = f"build:{build_id}"
+        instance = build_instance_id(build_id)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             custom = (world.status(instance) or {}).get("customStatus") or {}

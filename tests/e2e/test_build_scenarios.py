@@ -22,9 +22,9 @@ import yaml
 from devhost.demo import DEFAULT_SCENARIO, World, local_world
 from emulator.compute import guest_of, vm_runtime
 from emulator.gallery import guest_state_for_version
-from orchestrators.build_queue import queue_instance_id
 from shared import names
 from shared.domain.manifest import diff_manifests, manifest_from_tags
+from shared.names import queue_instance_id
 from tests.e2e.conftest import post_json
 
 pytestmark = pytest.mark.slow
@@ -72,7 +72,7 @@ def await_end(
     while time.monotonic() < deadline:
         if observe is not None:
             observe(world, build_id)
-        status = world.status(f"build:{build_id}") or {}
+        status = world.status(names.build_instance_id(build_id)) or {}
         if status.get("runtimeStatus") in TERMINAL:
             return status
         time.sleep(0.02)
@@ -511,7 +511,7 @@ def test_terminated_build_is_cleaned_up_by_the_janitor() -> None:
         request_build(world, OFFICE, "to-terminate")
         world.clock.resume()
         build_id = await_build_id(world, OFFICE, "to-terminate")
-        instance = f"build:{build_id}"
+        instance = names.build_instance_id(build_id)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             custom = (world.status(instance) or {}).get("customStatus") or {}
