@@ -17,7 +17,12 @@ from shared.errors import FieldError, InputError
 TAG_PREFIX: Final = "imagefactory:"
 
 # On gallery image versions (and copied to build resources where it makes sense).
-TAG_STATE: Final = "imagefactory:state"  # staged | active | backup | deprecated
+TAG_STATE: Final = "imagefactory:state"  # a VersionState value (shared/domain/versions.py)
+# The last lifecycle transition of a version (who, when, why, under which change ticket):
+TAG_STATE_AT: Final = "imagefactory:state-at"  # ISO 8601 UTC
+TAG_STATE_BY: Final = "imagefactory:state-by"  # the principal (or "imagefactory" for the app)
+TAG_STATE_REASON: Final = "imagefactory:state-reason"
+TAG_CHANGE_TICKET: Final = "imagefactory:change-ticket"
 TAG_IMAGE: Final = "imagefactory:image"  # catalogue image name
 TAG_BUILD_ID: Final = "imagefactory:build-id"
 TAG_BASE_IMAGE_VERSION: Final = "imagefactory:base-image-version"  # marketplace version built on

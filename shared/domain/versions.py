@@ -113,16 +113,31 @@ def highest(versions: Iterable[str]) -> str | None:
 class VersionState(StrEnum):
     """Where a gallery version is in its life; kept in the ``imagefactory:state`` tag.
 
+    The lifecycle (issue: version lifecycle) is
+    ``staged -> validating -> validated -> approved -> active -> backup -> deprecated -> deleted``
+    with the branches ``failed`` (validation failed), ``rejected`` (approval refused) and
+    ``rolled-back`` (was active, replaced by a rollback).
+
     staged: built and replicated, excluded from ``latest``, waiting for tests and promotion.
+    validating / validated: on test session hosts / passed them.
+    approved: a second principal approved it (change ticket recorded), not yet active.
     active: the version host pools deploy (the only one included in ``latest``).
     backup: the previous active version, kept for rollback.
     deprecated: retired; kept only until its end of life, never deployed.
+    deleted: removed (only ever seen in events and audit, never on a live version).
     """
 
     STAGED = "staged"
+    VALIDATING = "validating"
+    VALIDATED = "validated"
+    APPROVED = "approved"
     ACTIVE = "active"
     BACKUP = "backup"
     DEPRECATED = "deprecated"
+    DELETED = "deleted"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    ROLLED_BACK = "rolled-back"
 
     @property
     def excluded_from_latest(self) -> bool:
