@@ -4,6 +4,10 @@
 or ``key`` field) is dropped by the queue, so a retried ITSM call never builds twice.
 ``GET /api/images/{image}/builds`` shows the queue; ``GET /api/builds/{build_id}`` one build.
 Every route needs a function key in Azure (auth level FUNCTION).
+
+Bodies go through ``parse_json_body``: over 256 KiB is ``413`` naming the limit, malformed or
+nested deeper than 32 levels is ``400`` naming ``body``, so no body can crash the trigger. A 5xx
+comes only from what a retry can fix (the durable client or the catalogue failing).
 """
 
 from __future__ import annotations
