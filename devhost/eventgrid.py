@@ -13,8 +13,10 @@ Speaks the delivery protocol of the host's Event Grid extension:
   (Event Grid retries the delivery).
 * ``aeg-event-type: Unsubscribe``: ``202``.
 
-Unknown functions are ``404``, malformed deliveries ``400``; each with a JSON body naming the
-problem. A failing function never takes the host down.
+Unknown functions are ``404``, malformed deliveries (or arrays/objects nested more than
+:data:`MAX_DELIVERY_DEPTH` levels) ``400``, deliveries over :data:`MAX_DELIVERY_BYTES` ``413``;
+each with a JSON body naming the problem. A 5xx means only that a function failed, where Event
+Grid's retry may succeed. A failing function never takes the host down.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ log = logging.getLogger("devhost.eventgrid")
 
 PATH = "/runtime/webhooks/eventgrid"
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
+# Event Grid never delivers more than 1 MB in one request (its event and batch size limit).
+MAX_DELIVERY_BYTES = 1024 * 1024
+# Arrays/objects nested deeper than this are refused (JSON.NET's default reader MaxDepth).
+MAX_DELIVERY_DEPTH = 64
 
 
 def _text(value: Any) -> bool:
@@ -154,9 +160,17 @@ class EventGridWebhook:
                 f"aeg-event-type {kind!r} is not one of SubscriptionValidation, Notification, "
                 "Unsubscribe",
             )
+        if len(request.body) > MAX_DELIVERY_BYTES:
+            raise HttpError(
+                413,
+                "PayloadTooLarge",
+                f"the Event Grid delivery is {len(request.body)} bytes; the limit is "
+                f"{MAX_DELIVERY_BYTES} bytes (Event Grid's own delivery limit)",
+                extra={"limit_bytes": MAX_DELIVERY_BYTES},
+            )
         if not request.body.strip():
             raise HttpError(400, "BadRequest", "the delivery has no body")
-        body = request.json("Event Grid delivery")
+        body = request.json("Event Grid delivery", max_depth=MAX_DELIVERY_DEPTH)
         if not isinstance(body, list | dict):
             raise HttpError(
                 400,

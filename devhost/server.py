@@ -101,20 +101,52 @@ class Request:
     def media_type(self) -> str:
         return (self.header("content-type") or "").split(";")[0].strip().lower()
 
-    def json(self, what: str = "request body") -> Any:
-        """The body parsed as JSON; :class:`HttpError` 400 naming the problem otherwise."""
+    def json(self, what: str = "request body", *, max_depth: int | None = None) -> Any:
+        """The body parsed as JSON; :class:`HttpError` 400 naming the problem otherwise.
+
+        Nesting deeper than Python's parser can follow (or than ``max_depth`` arrays/objects)
+        is a 400 too, never a ``RecursionError``.
+        """
         try:
             text = self.body.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise HttpError(400, "BadRequest", f"{what} is not UTF-8: {exc}") from None
+        too_deep = HttpError(
+            400,
+            "InvalidJson",
+            f"{what} is nested too deeply"
+            + (f" (more than {max_depth} levels of arrays/objects)" if max_depth else ""),
+        )
         try:
-            return json.loads(text)
+            value = json.loads(text)
         except json.JSONDecodeError as exc:
             raise HttpError(
                 400,
                 "InvalidJson",
                 f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             ) from None
+        except RecursionError:
+            raise too_deep from None
+        if max_depth is not None and nested_deeper_than(value, max_depth):
+            raise too_deep
+        return value
+
+
+def nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` holds arrays/objects nested more than ``limit`` levels (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 @dataclass
