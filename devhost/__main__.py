@@ -3,6 +3,7 @@
     python -m devhost [--app function_app:app] [--port 7071]
                       [--store .devhost/state.sqlite | :memory:] [--virtual-time]
                       [--activity-workers N] [--app-dir DIR] [--log-level INFO]
+                      [--public-url https://host[:port]]
 
 Settings: ``local.settings.json`` ``Values`` are put into the environment unless the environment
 already has them (as ``func start`` does), before the app is imported. See docs/devhost.md.
@@ -53,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--activity-workers", type=int, default=8, help="activities run at once (default 8)"
     )
+    parser.add_argument(
+        "--public-url",
+        default=None,
+        help="base of every URL handed out (check-status URLs, Location headers); default: "
+        "DEVHOST_PUBLIC_URL, else http://127.0.0.1:<port>. The client's Host header is never used",
+    )
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     return parser
 
@@ -99,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             virtual_time=args.virtual_time,
             port=args.port,
             activity_workers=args.activity_workers,
+            public_url=args.public_url,
         )
     except OSError as exc:
         return _fail(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}")
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{'virtual' if host.clock.virtual else 'real'} time)",
             flush=True,
         )
+        if host.public_url != host.url:
+            print(f"  URLs handed out are built from {host.public_url}", flush=True)
         for item in host.functions_listing():
             if item["trigger"] == HTTP and "invokeUrlTemplate" in item:
                 methods = ",".join(item["methods"])

@@ -241,10 +241,15 @@ class DurableApi:
         keys: Keys | None = None,
         connection: str = "Storage",
         wait_poll_cap: float = 300.0,
+        rpc_origin: Callable[[], str] | None = None,
     ) -> None:
         self.engine = engine
         self.task_hub = task_hub
+        # ``origin``: the configured public base URL, which every URL handed out is built from
+        # (never the client's Host header); ``rpc_origin``: where the SDK client reaches the
+        # host's local RPC endpoint (the listening address; default: the public base).
         self._origin = origin
+        self._rpc_origin = rpc_origin or origin
         self.keys = keys or Keys()
         self.connection = connection
         self.wait_poll_cap = wait_poll_cap
@@ -306,7 +311,7 @@ class DurableApi:
             "managementUrls": management,
             "baseUrl": base,
             "requiredQueryStringParameters": code,
-            "rpcBaseUrl": f"{origin}{RPC_BASE}/",
+            "rpcBaseUrl": f"{self._rpc_origin()}{RPC_BASE}/",
             "httpBaseUrl": base,
         }
 
@@ -324,7 +329,7 @@ class DurableApi:
         return json.dumps(self.client_binding(hub, binding.get("connectionName") or None))
 
     def check_status_response(self, request: Request, instance_id: str) -> Response:
-        payload = self.management_urls(instance_id, request.origin)
+        payload = self.management_urls(instance_id)
         return json_response(
             202,
             payload,
@@ -441,7 +446,9 @@ class DurableApi:
         )
         if status.get("runtimeStatus") in FINISHED:
             return json_response(200, status)
-        return json_response(202, status, {"Location": request.url, "Retry-After": "5"})
+        query = f"?{request.query_string}" if request.query_string else ""
+        location = f"{self._origin()}{request.raw_path}{query}"
+        return json_response(202, status, {"Location": location, "Retry-After": "5"})
 
     def list_instances(self, request: Request) -> Response:
         top_text = request.param("top")

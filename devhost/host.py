@@ -156,6 +156,7 @@ class DevHost:
         settings: Mapping[str, str] | None = None,
         task_hub: str | None = None,
         name: str = "devhost",
+        public_url: str | None = None,
     ) -> None:
         self.app_dir = Path(app_dir) if app_dir is not None else Path.cwd()
         self.settings: dict[str, str] = (
@@ -172,7 +173,8 @@ class DevHost:
             master_key=self.settings.get("DEVHOST_MASTER_KEY") or None,
         )
         # Bind first: a port in use fails before anything else is opened.
-        self.server = HttpServer(self.dispatch, host=host, port=port)
+        public_url = public_url or self.settings.get("DEVHOST_PUBLIC_URL") or None
+        self.server = HttpServer(self.dispatch, host=host, port=port, public_url=public_url)
         self._owns_clock = clock is None
         self._owns_store = not _is_store_object(store)
         self.clock: BaseClock = clock if clock is not None else make_clock(virtual_time)
@@ -198,7 +200,11 @@ class DevHost:
             raise
         self.invoker = FunctionInvoker(directory=str(self.app_dir))
         self.durable = DurableApi(
-            self.engine, task_hub=self.task_hub, origin=lambda: self.url, keys=self.keys
+            self.engine,
+            task_hub=self.task_hub,
+            origin=lambda: self.public_url,
+            rpc_origin=lambda: self.url,
+            keys=self.keys,
         )
         client_binding = self.durable.client_binding_json
         participant = self.engine.participant
@@ -262,6 +268,11 @@ class DevHost:
     @property
     def url(self) -> str:
         return self.server.url
+
+    @property
+    def public_url(self) -> str:
+        """The base of every URL handed out (``DEVHOST_PUBLIC_URL``; default: ``url``)."""
+        return self.server.public_url
 
     @property
     def port(self) -> int:
@@ -372,14 +383,14 @@ class DevHost:
                     route=route.template.template,
                     methods=list(route.methods),
                     authLevel=route.auth_level,
-                    invokeUrlTemplate=self.http.url_for(route, self.url),
+                    invokeUrlTemplate=self.http.url_for(route, self.public_url),
                 )
             elif info.trigger_type == TIMER:
                 item.update(timers.get(info.name, {}))
                 item.setdefault("schedule", info.trigger.get("schedule"))
             elif info.trigger_type == EVENT_GRID:
                 item["webhookUrl"] = (
-                    f"{self.url}{EVENTGRID_PATH}?functionName={quote(info.name, safe='')}"
+                    f"{self.public_url}{EVENTGRID_PATH}?functionName={quote(info.name, safe='')}"
                 )
             elif info.trigger_type in (ORCHESTRATION, ACTIVITY):
                 pass
