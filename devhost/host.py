@@ -442,6 +442,8 @@ class DevHost:
                 event = json.loads(raw) if isinstance(raw, str) else raw
             except json.JSONDecodeError as exc:
                 raise HttpError(400, "InvalidJson", f"input is not JSON: {exc.msg}") from None
+            except RecursionError:
+                raise HttpError(400, "InvalidJson", "input is nested too deeply") from None
             candidates: list[Any] = event if isinstance(event, list) else [event]
             events: list[dict[str, Any]] = []
             for position, item in enumerate(candidates):

@@ -160,3 +160,14 @@ def test_deep_json_to_the_build_route_is_a_400_naming_the_body(app_host: DevHost
     assert [d["field"] for d in reply.json()["error"]["details"]] == ["body"]
     queues, _ = app_host.engine.query(instance_id_prefix=names.queue_instance_id(""))
     assert queues == []
+
+
+def test_deep_json_through_the_admin_invoke_is_a_400(
+    host: DevHost, events: list[dict[str, Any]]
+) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    for body in (json.dumps({"input": deep}), '{"input": ' + deep + "}"):
+        reply = kit.call("POST", f"{host.url}/admin/functions/on_event", body, NOTIFY)
+        assert reply.status == 400, reply.text
+        assert "nested" in reply.json()["error"]["message"]
+    assert events == []
