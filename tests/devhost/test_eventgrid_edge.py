@@ -1,5 +1,8 @@
 """No delivery crashes the Event Grid webhook; the real app acknowledges what can never succeed.
 
+The real app on the devhost also shows the HTTP edge end to end: a nested or truncated build
+request is refused and starts nothing.
+
 Event Grid retries a 5xx for 24 hours, so the webhook answers 5xx only when a function failed
 (a retry may succeed); a delivery that is malformed, too deep or too large is a 4xx JSON error.
 """
@@ -7,6 +10,7 @@ Event Grid retries a 5xx for 24 hours, so the webhook answers 5xx only when a fu
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,3 +175,20 @@ def test_deep_json_through_the_admin_invoke_is_a_400(
         assert reply.status == 400, reply.text
         assert "nested" in reply.json()["error"]["message"]
     assert events == []
+
+
+def test_a_build_request_cut_short_is_refused_and_starts_nothing(app_host: DevHost) -> None:
+    """The issue's repro: Content-Length 100, no body, client closes; was 202 and a build."""
+    head = (
+        "POST /api/images/win11-office/builds HTTP/1.1\r\nHost: x\r\n"
+        "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", app_host.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
+    queues, _ = app_host.engine.query(instance_id_prefix=names.queue_instance_id(""))
+    assert queues == []

@@ -286,9 +286,20 @@ def test_headers_over_the_limits_are_a_431_json(
         (b"GET /x HTTP/2.0\r\nHost: x\r\n\r\n", 505),
         (b"BREW /pot HTTP/1.1\r\nHost: x\r\n\r\n", 501),
         (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n", 400),
+        ("POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: \u0661\r\n\r\nx".encode(), 400),
+        (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nx", 400),
         (b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413),
     ],
-    ids=["request-line", "extra-word", "version", "method", "content-length", "too-large"],
+    ids=[
+        "request-line",
+        "extra-word",
+        "version",
+        "method",
+        "content-length",
+        "content-length-arabic-digit",
+        "content-length-sign",
+        "too-large",
+    ],
 )
 def test_every_protocol_error_is_a_json_body(
     server: HttpServer, recorder: Recorder, request_bytes: bytes, status: int
