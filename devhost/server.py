@@ -115,7 +115,7 @@ class Request:
     query_string: str
     headers: tuple[tuple[str, str], ...]
     body: bytes
-    origin: str  # scheme://host:port the client addressed
+    origin: str  # the configured public base URL (never taken from the Host header)
     client: str = ""
 
     @property
