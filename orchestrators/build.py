@@ -421,6 +421,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
                 "manifest": manifest,
                 # Built date, display-name month and end of life follow orchestration time.
                 "built_at": now(context).isoformat(),
+                "requested_by": b.request.get("requested_by"),
             },
         )
         version_id: str = created["version_id"]
