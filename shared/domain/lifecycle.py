@@ -20,6 +20,7 @@ included in ``latest`` (:func:`excluded_from_latest`). Contract: docs/lifecycle.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -287,3 +288,45 @@ def event_type_of(state: VersionState) -> str:
     """``ImageFactory.ImageVersion<State>``: ImageVersionActive, ImageVersionRolledBack ..."""
     words = "".join(part.capitalize() for part in state.value.split("-"))
     return f"ImageFactory.ImageVersion{words}"
+
+
+# ---- host pool vmTemplate -----------------------------------------------------------------
+
+_MARKETPLACE_KEYS: Final = ("galleryImageOffer", "galleryImagePublisher", "galleryImageSKU")
+
+
+def template_image(template: str | None) -> str | None:
+    """The image a host pool's ``vmTemplate`` (JSON text) deploys: ``customImageId``, or None
+    (no template, unreadable, or a marketplace image)."""
+    if not template:
+        return None
+    try:
+        doc = json.loads(template)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+    value = doc.get("customImageId")
+    return value if isinstance(value, str) and value else None
+
+
+def template_with_image(template: str | None, version_id: str) -> str:
+    """The ``vmTemplate`` text with its image set to exactly ``version_id`` (a gallery version
+    id: ``imageType: CustomImage``, ``customImageId``), every other field kept. An unreadable
+    or missing template becomes one holding only the image."""
+    doc: dict[str, object] = {}
+    if template:
+        try:
+            loaded = json.loads(template)
+        except ValueError:
+            loaded = None
+        if isinstance(loaded, dict):
+            doc = dict(loaded)
+    doc["imageType"] = "CustomImage"
+    doc["customImageId"] = version_id
+    for key in _MARKETPLACE_KEYS:
+        if key in doc:
+            doc[key] = None
+    if "galleryItemId" in doc:
+        doc["galleryItemId"] = None
+    return json.dumps(doc, separators=(",", ":"))
