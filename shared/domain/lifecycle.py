@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from shared.domain.resources import (
     MAX_TAG_VALUE,
@@ -330,3 +330,30 @@ def template_with_image(template: str | None, version_id: str) -> str:
     if "galleryItemId" in doc:
         doc["galleryItemId"] = None
     return json.dumps(doc, separators=(",", ":"))
+
+
+# ---- rollback -----------------------------------------------------------------------------
+
+ROLLBACK_SOURCES: Final = frozenset({VersionState.BACKUP, VersionState.DEPRECATED})
+
+
+def _version_key(name: str) -> tuple[int, int, int]:
+    parsed = ImageVersion.try_parse(name)
+    return (parsed.major, parsed.minor, parsed.patch) if parsed else (-1, -1, -1)
+
+
+def rollback_target(
+    versions: Iterable[Mapping[str, Any]], to_version: str | None = None
+) -> Mapping[str, Any] | None:
+    """The version a rollback re-activates: ``to_version`` when named (whatever its state:
+    the caller checks it), else the most recent backup (by state time, then version number).
+    ``versions`` are summaries with ``version``, ``state`` and ``state_at``."""
+    items = list(versions)
+    if to_version:
+        return next((v for v in items if v.get("version") == to_version), None)
+    backups = [v for v in items if v.get("state") == VersionState.BACKUP.value]
+    if not backups:
+        return None
+    return max(
+        backups, key=lambda v: (str(v.get("state_at") or ""), _version_key(str(v["version"])))
+    )
