@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,7 +21,10 @@ from shared.domain.lifecycle import (
     excluded_from_latest,
     lifecycle_tags,
     resolve_latest,
+    rollback_target,
     target_of,
+    template_image,
+    template_with_image,
     transition,
 )
 from shared.domain.manifest import MAX_MANIFEST_PARTS, STANDARD_VERSION_TAGS, manifest_budget
@@ -200,3 +204,51 @@ def test_worst_case_tags_fit_azure_limit() -> None:
         + LIFECYCLE_TAG_RESERVE
         == MAX_TAGS
     )
+
+
+def test_host_pool_template_points_at_exactly_the_version_and_keeps_the_rest() -> None:
+    vid = (
+        "/subscriptions/s/resourceGroups/g/providers/Microsoft.Compute/galleries/x/images/i"
+        "/versions/1.2.3"
+    )
+    marketplace = json.dumps(
+        {
+            "imageType": "Gallery",
+            "galleryImageSKU": "win11-25h2-avd",
+            "galleryItemId": "x",
+            "vmSize": {"id": "D4"},
+        }
+    )
+    assert template_image(marketplace) is None
+    updated = template_with_image(marketplace, vid)
+    doc = json.loads(updated)
+    assert doc["imageType"] == "CustomImage"
+    assert doc["customImageId"] == vid
+    assert doc["galleryImageSKU"] is None
+    assert doc["galleryItemId"] is None
+    assert doc["vmSize"] == {"id": "D4"}
+    assert template_image(updated) == vid
+    for broken in (None, "", "not json", "[1]"):
+        assert json.loads(template_with_image(broken, vid)) == {
+            "imageType": "CustomImage",
+            "customImageId": vid,
+        }
+        assert template_image(broken) is None
+
+
+def test_rollback_target_is_the_most_recent_backup_or_the_named_version() -> None:
+    versions = [
+        {"version": "1.0.0", "state": "backup", "state_at": "2026-01-01T00:00:00+00:00"},
+        {"version": "1.0.2", "state": "backup", "state_at": "2026-01-03T00:00:00+00:00"},
+        {"version": "1.0.3", "state": "backup", "state_at": "2026-01-02T00:00:00+00:00"},
+        {"version": "1.0.4", "state": "active", "state_at": "2026-01-03T00:00:00+00:00"},
+        {"version": "0.9.0", "state": "deprecated", "state_at": None},
+    ]
+    chosen = rollback_target(versions)
+    assert chosen is not None
+    assert chosen["version"] == "1.0.2"
+    named = rollback_target(versions, "0.9.0")
+    assert named is not None
+    assert named["state"] == "deprecated"
+    assert rollback_target(versions, "5.0.0") is None
+    assert rollback_target([v for v in versions if v["state"] != "backup"]) is None

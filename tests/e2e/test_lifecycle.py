@@ -332,3 +332,32 @@ def test_host_killed_between_gallery_and_host_pool_update_finishes_consistent(
             assert emu.store.get(HOST_POOL_ID) is not None
         finally:
             new.stop()
+
+
+def test_auto_approval_after_the_catalogue_days(tmp_path: Path) -> None:
+    catalogue = tmp_path / "lifecycle.yaml"
+    catalogue.write_text(
+        CATALOGUE.read_text().replace(
+            "approval_timeout_days: 3", "approval_timeout_days: 3\n      auto_approve_after_days: 1"
+        )
+    )
+    with local_world(scenario({"1.0.0": "active", "1.1.0": "validating"}), catalogue) as world:
+        world.emulator.emu.events.subscribe(
+            {
+                "name": "validated",
+                "endpoint": world.webhook("on_image_version_validated"),
+                "includedEventTypes": ["ImageFactory.ImageVersionValidated"],
+            }
+        )
+        world.clock.resume()
+        started = world.clock.now()
+        set_state(world, "1.1.0", "pass_validation")
+        done = wait_instance(world, approval_timer_instance_id(IMAGE, "1.1.0"))
+        assert done["runtimeStatus"] == "Completed", done.get("output")
+        assert done["output"]["status"] == "auto-approved"
+        tags = version_doc(world, "1.1.0")["tags"]
+        assert tags["imagefactory:state"] == "approved"
+        assert tags["imagefactory:state-by"] == "imagefactory"
+        decided = datetime.fromisoformat(tags["imagefactory:state-at"])
+        assert timedelta(days=1) <= decided - started < timedelta(days=3)
+        assert latest(world) == _everywhere("1.0.0")  # approved is not active
