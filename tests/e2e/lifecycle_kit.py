@@ -4,16 +4,13 @@ state, principals, HTTP calls to the app, and what Azure (the emulator) holds.""
 from __future__ import annotations
 
 import copy
-import json
-import time
 from typing import Any
 
 import yaml
 
 from devhost.demo import DEFAULT_SCENARIO, ROOT, World
-from shared.domain.principal import HEADER, encode_principal
-from shared.errors import TemporaryError
-from tests.e2e.conftest import post_json
+from devhost.demo_lifecycle import Estate
+from shared.domain.principal import encode_principal
 
 CATALOGUE = ROOT / "tests" / "e2e" / "catalogues" / "lifecycle.yaml"
 IMAGE = "lc-win11"
@@ -99,124 +96,55 @@ def scenario(states: dict[str, str], host_pool_version: str | None = None) -> di
     return sc
 
 
-# ---- the app over HTTP ------------------------------------------------------------------
+# ---- the app over HTTP and what Azure holds (devhost/demo_lifecycle.Estate) ----------------
+
+
+def estate(world: World) -> Estate:
+    return Estate(world, IMAGE, DEFINITION_ID, HOST_POOL_ID, REGIONS)
 
 
 def call(
     world: World, method: str, path: str, body: Any = None, who: str | None = None
 ) -> tuple[int, Any]:
-    headers = {HEADER: who} if who else {}
-    url = f"{world.host.url}/api/{path}"
-    if method == "GET":
-        import urllib.request
-
-        req = urllib.request.Request(url, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"null")
-    return post_json(url, body if body is not None else {}, headers)
+    return estate(world).call(method, path, body, who)
 
 
-def approve(
-    world: World, version: str, who: str, decision: str = "approve", ticket: str = "CHG-100"
-) -> tuple[int, Any]:
-    return call(
-        world,
-        "POST",
-        f"images/{IMAGE}/versions/{version}/approval",
-        {"decision": decision, "change_ticket": ticket, "comment": "looks good"},
-        who,
-    )
+def approve(world: World, version: str, who: str, decision: str = "approve") -> tuple[int, Any]:
+    """A decision; while it is being written (202) wait and ask again (first result)."""
+    return estate(world).decide(version, who, decision)
 
 
 def activate(world: World, version: str, who: str = OPS) -> tuple[int, Any]:
-    return call(
-        world,
-        "POST",
-        f"images/{IMAGE}/activation",
-        {"version": version, "change_ticket": "CHG-200"},
-        who,
-    )
+    return estate(world).activate(version, who)
 
 
 def rollback(world: World, who: str = OPS, **body: Any) -> tuple[int, Any]:
-    payload = {"change_ticket": "CHG-300", "reason": "users report crashes", **body}
-    return call(world, "POST", f"images/{IMAGE}/rollback", payload, who)
+    return estate(world).rollback(who, **body)
 
 
 def wait_instance(world: World, instance_id: str, real_timeout: float = 60.0) -> dict[str, Any]:
-    """Wait (real seconds) for an orchestration to end; its final status."""
-    deadline = time.monotonic() + real_timeout
-    while time.monotonic() < deadline:
-        status = world.status(instance_id) or {}
-        if status.get("runtimeStatus") in {"Completed", "Failed", "Terminated"}:
-            return status
-        time.sleep(0.02)
-    raise TimeoutError(f"{instance_id} did not end within {real_timeout} s: {status}")
+    return estate(world).wait(instance_id, real_timeout)
 
 
 def set_state(world: World, version: str, action: str, actor: str = "imagefactory") -> None:
-    """Change a state through the app's own activity (what validation does), then publish the
-    event, retrying while the version is still updating from the previous change."""
-    from activities.lifecycle import publish_lifecycle_event, set_version_state
-
-    deadline = time.monotonic() + 60
-    at = world.clock.now().isoformat()
-    payload = {"image": IMAGE, "version": version, "action": action, "actor": actor, "at": at}
-    while True:
-        try:
-            result = set_version_state({**payload, "reason": "e2e"})
-            break
-        except TemporaryError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    publish_lifecycle_event(
-        {
-            "image": IMAGE,
-            "version": version,
-            "state": result["state"],
-            "previous": result["previous"],
-            "actor": actor,
-            "reason": "e2e",
-            "at": at,
-        }
-    )
-
-
-# ---- what Azure holds -------------------------------------------------------------------
+    estate(world).set_state(version, action, actor)
 
 
 def version_doc(world: World, version: str) -> dict[str, Any]:
-    doc = world.emulator.emu.store.get(version_id(version))
-    assert doc is not None, f"no version {version}"
-    return dict(doc)
+    return estate(world).version_doc(version)
 
 
 def state_of(world: World, version: str) -> str:
-    return str(version_doc(world, version)["tags"].get("imagefactory:state"))
+    return str(estate(world).state_of(version))
 
 
 def latest(world: World) -> dict[str, str | None]:
     """What a VM created from the definition (no version) gets in each region."""
-    from emulator.gallery import latest_version
-
-    out: dict[str, str | None] = {}
-    for region in REGIONS:
-        found = latest_version(world.emulator.emu, DEFINITION_ID, region)
-        out[region] = str(found["name"]) if found else None
-    return out
+    return estate(world).latest()
 
 
 def host_pool_image(world: World) -> str | None:
-    doc = world.emulator.emu.store.get(HOST_POOL_ID)
-    assert doc is not None
-    raw = doc["properties"].get("vmTemplate")
-    template = json.loads(raw) if isinstance(raw, str) else raw or {}
-    value = template.get("customImageId")
-    return str(value) if value else None
+    return estate(world).host_pool_image()
 
 
 def azure_snapshot(world: World) -> Any:
@@ -238,9 +166,8 @@ def azure_snapshot(world: World) -> Any:
 def lifecycle_events(world: World) -> list[tuple[str, str]]:
     """(event type, version) of every lifecycle event the app published, in order."""
     return [
-        (e.event_type.removeprefix("ImageFactory.ImageVersion"), str(e.data.get("version")))
-        for e in world.emulator.emu.events.events()
-        if e.event_type.startswith("ImageFactory.ImageVersion")
+        (str(e["type"]).removeprefix("ImageFactory.ImageVersion"), str(e.get("version")))
+        for e in estate(world).events()
     ]
 
 
