@@ -96,11 +96,20 @@ def _overview(context: Any, image: str) -> Flow:
     return result
 
 
-def _point_host_pools(context: Any, host_pools: list[str], version_id: str) -> Flow:
-    """Each host pool's vmTemplate -> the exact version id (read, then write only if needed)."""
-    done: list[dict[str, Any]] = []
+def _read_host_pools(context: Any, host_pools: list[str]) -> Flow:
+    """Each served host pool's id and vmTemplate, read before anything changes: a host pool
+    that cannot be found stops the change before the gallery is touched."""
+    pools: list[dict[str, Any]] = []
     for ref in host_pools:
         pool = yield from call(context, names.ACT_GET_HOST_POOL_TEMPLATE, {"host_pool": ref})
+        pools.append(pool)
+    return pools
+
+
+def _point_host_pools(context: Any, pools: list[dict[str, Any]], version_id: str) -> Flow:
+    """Each host pool's vmTemplate -> the exact version id (a write only where needed)."""
+    done: list[dict[str, Any]] = []
+    for pool in pools:
         changed = yield from call(
             context,
             names.ACT_SET_HOST_POOL_IMAGE,
@@ -169,6 +178,10 @@ def activate_version(context: df.DurableOrchestrationContext) -> Flow:
         return _refused(
             image, version, target["state"], "only an approved version can be activated"
         )
+    try:
+        served = yield from _read_host_pools(context, overview["host_pools"])
+    except StepFailedError as error:
+        return _refused(image, version, target["state"], failure_text(error))
     touched = {version}
     _progress(context, request, "activate", version=version)
     if target["state"] == VersionState.APPROVED:
@@ -187,7 +200,7 @@ def activate_version(context: df.DurableOrchestrationContext) -> Flow:
             backups.append(other["version"])
             touched.add(other["version"])
     _progress(context, request, "host-pools", version=version)
-    pools = yield from _point_host_pools(context, overview["host_pools"], target["id"])
+    pools = yield from _point_host_pools(context, served, target["id"])
     _progress(context, request, "settle", version=version)
     final = yield from _settle(context, image, touched)
     return {
@@ -227,6 +240,10 @@ def roll_back(context: df.DurableOrchestrationContext) -> Flow:
             "a rollback re-activates a backup or deprecated version",
         )
     version = target["version"]
+    try:
+        served = yield from _read_host_pools(context, overview["host_pools"])
+    except StepFailedError as error:
+        return _refused(image, version, target["state"], failure_text(error))
     touched = {version}
     rolled: list[dict[str, Any]] = []
     reason = str(request.get("reason") or "rollback")
@@ -248,7 +265,7 @@ def roll_back(context: df.DurableOrchestrationContext) -> Flow:
             context, request, version, Action.REACTIVATE, reason=f"rollback: {reason}"
         )
     _progress(context, request, "host-pools", version=version)
-    pools = yield from _point_host_pools(context, overview["host_pools"], target["id"])
+    pools = yield from _point_host_pools(context, served, target["id"])
     _progress(context, request, "settle", version=version)
     final = yield from _settle(context, image, touched)
     return {

@@ -36,7 +36,9 @@ def version_id(version: str) -> str:
     return f"{DEFINITION_ID}/versions/{version}"
 
 
-def scenario(states: dict[str, str], host_pool_version: str | None = None) -> dict[str, Any]:
+def scenario(
+    states: dict[str, str], host_pool_version: str | None = None, *, host_pool: bool = True
+) -> dict[str, Any]:
     """The default scenario plus gal_lc/lc-win11 with one version per entry (version ->
     state, tagged as the factory would) and host pool hp-lc deploying ``host_pool_version``."""
     sc: dict[str, Any] = yaml.safe_load(DEFAULT_SCENARIO.read_text())
@@ -83,6 +85,8 @@ def scenario(states: dict[str, str], host_pool_version: str | None = None) -> di
     if host_pool_version:
         template = {**template, "imageType": "CustomImage"}
         template["customImageId"] = version_id(host_pool_version)
+    if not host_pool:
+        return sc
     sc["host_pools"].append(
         {
             "name": "hp-lc",

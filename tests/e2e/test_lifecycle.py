@@ -361,3 +361,18 @@ def test_auto_approval_after_the_catalogue_days(tmp_path: Path) -> None:
         decided = datetime.fromisoformat(tags["imagefactory:state-at"])
         assert timedelta(days=1) <= decided - started < timedelta(days=3)
         assert latest(world) == _everywhere("1.0.0")  # approved is not active
+
+
+def test_a_missing_host_pool_stops_the_activation_before_the_gallery_changes() -> None:
+    states = {"1.0.0": "active", "1.1.0": "approved"}
+    with local_world(scenario(states, host_pool=False), CATALOGUE) as world:
+        world.clock.resume()
+        before = azure_snapshot(world)
+        code, body = activate(world, "1.1.0")
+        assert code == 202, body
+        done = wait_instance(world, activation_instance_id(IMAGE))
+        assert done["runtimeStatus"] == "Completed", done.get("output")
+        assert done["output"]["status"] == "refused"
+        assert "hp-lc" in done["output"]["reason"]
+        assert azure_snapshot(world) == before
+        assert latest(world) == _everywhere("1.0.0")
