@@ -282,9 +282,15 @@ def _decision_response(
         return json_response(output, 200)
     if state in RUNNING:
         return _accepted(req, image, {"image": image, "version": version, "status": "deciding"})
-    return error_response(
-        500, "DecisionFailed", f"the decision on {image} {version} failed; retry", state=state
+    # Azure kept refusing the write (throttled, busy): the same request may succeed later.
+    response = error_response(
+        503,
+        "DecisionNotWritten",
+        f"the decision on {image} {version} was not written; retry",
+        state=state,
     )
+    response.headers["Retry-After"] = "60"
+    return response
 
 
 @bp.route(
