@@ -173,10 +173,12 @@ class Estate:
 
     def events(self) -> list[dict[str, Any]]:
         """Every lifecycle event the app published, in order (type, version, state, ...)."""
+        from shared.names import EG_IMAGE_VERSION_PREFIX
+
         return [
             {"type": e.event_type, **e.data}
             for e in self.world.emulator.emu.events.events()
-            if e.event_type.startswith("ImageFactory.ImageVersion")
+            if e.event_type.startswith(EG_IMAGE_VERSION_PREFIX)
         ]
 
 

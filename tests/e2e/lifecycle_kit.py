@@ -11,6 +11,7 @@ import yaml
 from devhost.demo import DEFAULT_SCENARIO, ROOT, World
 from devhost.demo_lifecycle import Estate
 from shared.domain.principal import encode_principal
+from shared.names import EG_IMAGE_VERSION_PREFIX
 
 CATALOGUE = ROOT / "tests" / "e2e" / "catalogues" / "lifecycle.yaml"
 IMAGE = "lc-win11"
@@ -170,7 +171,7 @@ def azure_snapshot(world: World) -> Any:
 def lifecycle_events(world: World) -> list[tuple[str, str]]:
     """(event type, version) of every lifecycle event the app published, in order."""
     return [
-        (str(e["type"]).removeprefix("ImageFactory.ImageVersion"), str(e.get("version")))
+        (str(e["type"]).removeprefix(EG_IMAGE_VERSION_PREFIX), str(e.get("version")))
         for e in estate(world).events()
     ]
 

@@ -7,6 +7,7 @@ created from the definition without a version gets), and the host pool's ``vmTem
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import datetime, timedelta
@@ -376,3 +377,47 @@ def test_a_missing_host_pool_stops_the_activation_before_the_gallery_changes() -
         assert "hp-lc" in done["output"]["reason"]
         assert azure_snapshot(world) == before
         assert latest(world) == _everywhere("1.0.0")
+
+
+def test_rollback_to_a_deprecated_version_while_the_active_one_is_gone() -> None:
+    states = {"0.9.0": "deprecated", "1.0.0": "backup", "1.1.0": "active"}
+    with local_world(scenario(states, "1.1.0"), CATALOGUE) as world:
+        emu = world.emulator.emu
+        emu.store.delete(version_id("1.1.0"))  # deleted behind the factory's back
+        world.clock.resume()
+        code, body = rollback(world, to_version="0.9.0")
+        assert code == 202, body
+        done = wait_instance(world, activation_instance_id(IMAGE))
+        assert done["runtimeStatus"] == "Completed", done.get("output")
+        assert state_of(world, "0.9.0") == "active"
+        assert state_of(world, "1.0.0") == "backup"  # a named target leaves the backup alone
+        assert latest(world) == _everywhere("0.9.0")
+        assert host_pool_image(world) == version_id("0.9.0")
+
+
+def test_the_lifecycle_demo_runs_to_the_rollback(capsys: pytest.CaptureFixture[str]) -> None:
+    from devhost.demo_lifecycle import run
+
+    assert run(as_json=True) == 0
+    result = json.loads(capsys.readouterr().out)
+    timeline = [(e["version"], e["state"]) for e in result["timeline"]]
+    version = result["version"]
+    assert timeline == [
+        (version, "staged"),
+        (version, "validating"),
+        (version, "validated"),
+        (version, "approved"),
+        (version, "active"),
+        ("1.0.0", "backup"),
+        (version, "rolled-back"),
+        ("1.0.0", "active"),
+    ]
+    assert [s["latest"]["westeurope"] for s in result["steps"]] == [
+        "1.0.0",
+        "1.0.0",
+        "1.0.0",
+        "1.0.0",
+        "1.0.0",
+        version,
+        "1.0.0",
+    ]
