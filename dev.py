@@ -75,10 +75,15 @@ def demo(extra: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"test": test, "demo": demo}
+    commands = {
+        "test": test,
+        "demo": demo,
+        # The version lifecycle: build, approve (four eyes), activate, roll back, timeline.
+        "lifecycle": lambda extra: run(str(PY), "-m", "devhost.demo_lifecycle", *extra),
+    }
     if not argv or argv[0] not in commands:
         print(__doc__)
-        print("usage: python3 dev.py {demo|test} [args...]")
+        print(f"usage: python3 dev.py {{{'|'.join(commands)}}} [args...]")
         return 2
     ensure_venv()
     return commands[argv[0]](argv[1:])

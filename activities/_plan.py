@@ -18,9 +18,9 @@ from shared.azure import compute, gallery
 from shared.azure.models import resource_id
 from shared.domain.catalogue import CatalogueImage, catalogue_hash
 from shared.domain.events import sysprep_finished_event
-from shared.domain.manifest import MAX_MANIFEST_PARTS, BuildManifest, manifest_tags
+from shared.domain.manifest import BuildManifest, manifest_budget, manifest_tags
 from shared.domain.naming import BuildResourceNames, build_resource_names, version_tags
-from shared.domain.resources import MAX_TAGS, TAG_LAST_ALLOCATED, check_tags, tag_value
+from shared.domain.resources import TAG_LAST_ALLOCATED, check_tags, tag_value
 from shared.domain.steps import health_check_script, pre_capture_script, sysprep_script
 from shared.domain.versions import ImageVersion, next_version
 from shared.errors import ConflictError, FieldError, InputError, NotFoundError, PermanentError
@@ -202,6 +202,7 @@ def staged_version_tags(
     manifest: Mapping[str, Any],
     display: str | None,
     built: datetime,
+    requested_by: str | None = None,
 ) -> dict[str, str]:
     """The tags of a staged version: the standard ones (``naming.version_tags``, from the plan:
     the catalogue may have changed since the build started) and the build manifest's."""
@@ -218,12 +219,13 @@ def staged_version_tags(
         base_version=plan.base_version or plan.source.version,
         display=display,
         extra=plan.version_tags,
+        requested_by=requested_by,
     )
     parsed = _manifest(manifest, plan, build_id, version)
-    free = MAX_TAGS - len(tags) - 2
+    free = manifest_budget(len(tags))  # leaves room for the lifecycle's tags (lifecycle.py)
     if free < 1:
         raise PermanentError(f"no tags left for the build manifest ({len(tags)} standard tags)")
-    tags.update(manifest_tags(parsed, max_parts=min(free, MAX_MANIFEST_PARTS)))
+    tags.update(manifest_tags(parsed, max_parts=free))
     check_tags(tags)
     return tags
 

@@ -523,6 +523,7 @@ class CreateVersionInput(_Input):
     manifest: dict[str, Any] = Field(default_factory=dict)
     display_name: str | None = Field(default=None, min_length=1, max_length=256)
     built_at: AwareDatetime | None = None
+    requested_by: str | None = Field(default=None, max_length=200)
 
 
 @_registered(names.ACT_CREATE_IMAGE_VERSION)
@@ -542,7 +543,7 @@ def create_image_version(payload: Any) -> dict[str, Any]:
         return {"version_id": existing.id}
     now = args.built_at or datetime.now(UTC)
     tags = _plan.staged_version_tags(
-        plan, args.build_id, args.version, args.manifest, args.display_name, now
+        plan, args.build_id, args.version, args.manifest, args.display_name, now, args.requested_by
     )
     spec = ImageVersionSpec(
         resource_group=g.resource_group,

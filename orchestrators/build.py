@@ -421,6 +421,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
                 "manifest": manifest,
                 # Built date, display-name month and end of life follow orchestration time.
                 "built_at": now(context).isoformat(),
+                "requested_by": b.request.get("requested_by"),
             },
         )
         version_id: str = created["version_id"]
@@ -481,6 +482,13 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
                     "version": outcome["version"],
                     "version_id": outcome["version_id"],
                     "build_id": b.build_id,
+                    # The lifecycle events' schema (docs/events.md): staged is the first state.
+                    "state": "staged",
+                    "previous": None,
+                    "actor": b.request.get("requested_by") or "imagefactory",
+                    "reason": b.request.get("reason") or "",
+                    "change_ticket": None,
+                    "at": now(context).isoformat(),
                 },
             },
         )

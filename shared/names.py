@@ -15,6 +15,11 @@ ORCH_IMAGE_BUILD_QUEUE: Final = "image_build_queue"
 ORCH_BUILD_IMAGE: Final = "build_image"
 ORCH_CLEANUP_BUILD: Final = "cleanup_build"
 ORCH_WAIT_FOR_OPERATION: Final = "wait_for_operation"
+# Version lifecycle (docs/lifecycle.md)
+ORCH_ACTIVATE_VERSION: Final = "activate_version"
+ORCH_ROLL_BACK: Final = "roll_back"
+ORCH_DECIDE_APPROVAL: Final = "decide_approval"
+ORCH_APPROVAL_TIMEOUT: Final = "approval_timeout"
 
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"
@@ -38,6 +43,13 @@ ACT_LIST_BUILD_RESOURCES: Final = "list_build_resources"
 ACT_DELETE_RESOURCE: Final = "delete_resource"
 ACT_PUBLISH_EVENT: Final = "publish_event"
 
+# Activities: version lifecycle (one Azure call each; contract in docs/lifecycle.md)
+ACT_SET_VERSION_STATE: Final = "set_version_state"
+ACT_LIST_IMAGE_VERSIONS: Final = "list_image_versions"
+ACT_GET_HOST_POOL_TEMPLATE: Final = "get_host_pool_template"
+ACT_SET_HOST_POOL_IMAGE: Final = "set_host_pool_image"
+ACT_PUBLISH_LIFECYCLE_EVENT: Final = "publish_lifecycle_event"
+
 # External events raised to orchestrations
 EVT_BUILD_REQUESTED: Final = "BuildRequested"
 EVT_SYSPREP_FINISHED: Final = "SysprepFinished"
@@ -47,6 +59,9 @@ EVT_CANCEL: Final = "Cancel"
 EG_MARKETPLACE_IMAGE_PUBLISHED: Final = "ImageFactory.MarketplaceImagePublished"
 EG_SYSPREP_FINISHED: Final = "ImageFactory.SysprepFinished"
 EG_IMAGE_VERSION_STAGED: Final = "ImageFactory.ImageVersionStaged"
+# Every lifecycle transition: EG_IMAGE_VERSION_PREFIX + the state (lifecycle.event_type_of).
+EG_IMAGE_VERSION_PREFIX: Final = "ImageFactory.ImageVersion"
+EG_IMAGE_VERSION_VALIDATED: Final = "ImageFactory.ImageVersionValidated"
 
 
 # Orchestration instance ids (one place, so triggers, tools and orchestrators agree)
@@ -63,3 +78,18 @@ def build_instance_id(build_id: str) -> str:
 def janitor_instance_id(build_id: str) -> str:
     """The janitor's clean-up of a build that no longer runs."""
     return f"janitor:{build_id}"
+
+
+def activation_instance_id(image: str) -> str:
+    """Activations and rollbacks of one image, one at a time: ``activation:<image>``."""
+    return f"activation:{image}"
+
+
+def approval_instance_id(image: str, version: str) -> str:
+    """The decision on one validated version: ``approval:<image>:<version>``."""
+    return f"approval:{image}:{version}"
+
+
+def approval_timer_instance_id(image: str, version: str) -> str:
+    """The approval deadline of one validated version: ``approval-timeout:<image>:<version>``."""
+    return f"approval-timeout:{image}:{version}"

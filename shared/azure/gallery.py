@@ -10,6 +10,7 @@ answer. Region names in replication answers are normalised (``"West Europe"`` ->
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
@@ -42,19 +43,24 @@ __all__ = [
     "GALLERY_TYPE",
     "IMAGE_TYPE",
     "VERSION_TYPE",
+    "RegionFlags",
+    "VersionLifecycle",
     "base_versions_built",
     "begin_create_gallery",
     "begin_create_image_definition",
     "begin_create_image_version",
     "begin_delete_image_version",
     "begin_update_image_definition_tags",
+    "begin_update_version_lifecycle",
     "gallery_id",
     "get_gallery",
     "get_image_definition",
     "get_image_version",
+    "get_version_lifecycle",
     "image_definition_id",
     "image_version_id",
     "list_image_versions",
+    "list_version_lifecycles",
     "normalise_region",
 ]
 
@@ -355,3 +361,151 @@ def base_versions_built(
         if base:
             found.append(base)
     return found
+
+
+# ---- lifecycle: tags and excludeFromLatest ----------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegionFlags:
+    """One target region of a version as its publishing profile states it."""
+
+    name: str
+    replica_count: int | None
+    storage_account_type: str | None
+    exclude_from_latest: bool | None  # None: the version's global flag applies
+
+    def effective(self, global_flag: bool) -> bool:
+        return global_flag if self.exclude_from_latest is None else self.exclude_from_latest
+
+
+@dataclass(frozen=True)
+class VersionLifecycle:
+    """What the lifecycle reads of a gallery version: tags, provisioning, latest flags."""
+
+    id: str
+    name: str
+    exists: bool
+    provisioning_state: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    exclude_from_latest: bool = False
+    target_regions: tuple[RegionFlags, ...] = ()
+
+    def excluded_by_region(self) -> dict[str, bool]:
+        """Effective ``excludeFromLatest`` per target region (the region's flag wins)."""
+        return {r.name: r.effective(self.exclude_from_latest) for r in self.target_regions}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "exists": self.exists,
+            "provisioning_state": self.provisioning_state,
+            "tags": dict(self.tags),
+            "exclude_from_latest": self.exclude_from_latest,
+            "excluded_by_region": self.excluded_by_region(),
+            "target_regions": [
+                {
+                    "name": r.name,
+                    "replica_count": r.replica_count,
+                    "storage_account_type": r.storage_account_type,
+                    "exclude_from_latest": r.exclude_from_latest,
+                }
+                for r in self.target_regions
+            ],
+        }
+
+
+def _lifecycle_of(found: models.GalleryImageVersion, fallback_id: str) -> VersionLifecycle:
+    props = found.properties
+    publishing = props.publishing_profile if props else None
+    regions = tuple(
+        RegionFlags(
+            name=normalise_region(t.name or ""),
+            replica_count=t.regional_replica_count,
+            storage_account_type=text_of(t.storage_account_type),
+            exclude_from_latest=t.exclude_from_latest,
+        )
+        for t in ((publishing.target_regions if publishing else None) or [])
+        if t.name
+    )
+    return VersionLifecycle(
+        id=found.id or fallback_id,
+        name=found.name or fallback_id.rsplit("/", 1)[-1],
+        exists=True,
+        provisioning_state=text_of(props.provisioning_state) if props else None,
+        tags=dict(found.tags or {}),
+        exclude_from_latest=bool(publishing.exclude_from_latest) if publishing else False,
+        target_regions=regions,
+    )
+
+
+def get_version_lifecycle(settings: Settings, version: str) -> VersionLifecycle:
+    """A version's tags, provisioning state and ``excludeFromLatest`` flags (exists=False: 404)."""
+    arm = ResourceId.parse(version, "version_id", VERSION_TYPE)
+    gallery, image, name = arm.names
+    client = client_for(settings, arm.subscription_id)
+    found = absent_as_none(
+        f"get image version {gallery}/{image}/{name}",
+        lambda: client.gallery_image_versions.get(arm.resource_group, gallery, image, name),
+    )
+    if found is None:
+        return VersionLifecycle(id=str(arm), name=name, exists=False)
+    return _lifecycle_of(found, str(arm))
+
+
+def list_version_lifecycles(
+    settings: Settings, resource_group: str, gallery: str, image: str
+) -> list[VersionLifecycle]:
+    """Every version of a definition with its lifecycle view (empty: no such definition)."""
+    client = client_for(settings)
+    iid = image_definition_id(settings, resource_group, gallery, image)
+
+    def fetch() -> list[VersionLifecycle]:
+        return [
+            _lifecycle_of(v, f"{iid}/versions/{v.name}")
+            for v in client.gallery_image_versions.list_by_gallery_image(
+                resource_group, gallery, image
+            )
+        ]
+
+    return absent_as_none(f"list versions of {gallery}/{image}", fetch) or []
+
+
+def begin_update_version_lifecycle(
+    settings: Settings,
+    version: str,
+    tags: Mapping[str, str],
+    exclude_from_latest: bool,
+    target_regions: tuple[RegionFlags, ...],
+) -> None:
+    """One PATCH: the whole tag set and ``excludeFromLatest``, globally and in every target
+    region (a region's own flag wins over the global one, so each is set explicitly). The
+    regions are sent as read, with only the flag changed, so no replica is added or removed.
+    Nothing waits; the version is ``Updating`` until Azure has applied it.
+    """
+    arm = ResourceId.parse(version, "version_id", VERSION_TYPE)
+    gallery, image, name = arm.names
+    regions = [
+        {
+            "name": r.name,
+            **({"regionalReplicaCount": r.replica_count} if r.replica_count else {}),
+            **({"storageAccountType": r.storage_account_type} if r.storage_account_type else {}),
+            "excludeFromLatest": exclude_from_latest,
+        }
+        for r in target_regions
+    ]
+    profile: dict[str, Any] = {"excludeFromLatest": exclude_from_latest}
+    if regions:
+        profile["targetRegions"] = regions
+    body = {"tags": dict(tags), "properties": {"publishingProfile": profile}}
+    client = client_for(settings, arm.subscription_id)
+    with azure_call(f"update lifecycle of image version {gallery}/{image}/{name}"):
+        client.gallery_image_versions.begin_update(
+            arm.resource_group,
+            gallery,
+            image,
+            name,
+            models.GalleryImageVersionUpdate(body),
+            polling=False,
+        )

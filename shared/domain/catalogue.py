@@ -401,6 +401,31 @@ class Retention(_Model):
     end_of_life_days: int | None = Field(default=None, ge=1, le=3650)
 
 
+class Lifecycle(_Model):
+    """How long a validated version waits for a decision, and how long a backup is kept."""
+
+    approval_timeout_days: int = Field(default=14, ge=1, le=365)
+    auto_approve_after_days: int | None = Field(default=None, ge=1, le=365)
+    backup_days: int = Field(default=30, ge=1, le=3650)
+
+    @model_validator(mode="after")
+    def _auto_before_timeout(self) -> Lifecycle:
+        if (
+            self.auto_approve_after_days is not None
+            and self.auto_approve_after_days >= self.approval_timeout_days
+        ):
+            raise _problems(
+                [
+                    (
+                        "auto_approve_after_days",
+                        f"must be less than approval_timeout_days ({self.approval_timeout_days}):"
+                        " otherwise the approval times out first",
+                    )
+                ]
+            )
+        return self
+
+
 def _windows_update_needs_restart(steps: Sequence[Any]) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     for index, step in enumerate(steps):
@@ -442,6 +467,7 @@ class CatalogueImage(_Model):
     naming: NamingStandard = Field(default_factory=NamingStandard)
     host_pools: list[Annotated[str, AfterValidator(_host_pool)]] = Field(default_factory=list)
     retention: Retention | None = None
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogueImage:
@@ -603,8 +629,10 @@ def catalogue_hash(image: CatalogueImage) -> str:
     """sha256 (hex) of the image entry's canonical JSON, defaults included.
 
     Writing a default explicitly does not change it; any change that can change a build does.
+    The ``lifecycle`` section (approval and backup durations) cannot change a build: left out.
     """
-    return hashlib.sha256(canonical_json(image.model_dump(mode="json")).encode()).hexdigest()
+    content = image.model_dump(mode="json", exclude={"lifecycle"})
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
 
 # -- loading --------------------------------------------------------------------------------

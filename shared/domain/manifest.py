@@ -28,6 +28,7 @@ from typing import Any, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from shared.domain.lifecycle import LIFECYCLE_TAG_RESERVE
 from shared.domain.resources import (
     MAX_TAG_VALUE,
     MAX_TAGS,
@@ -39,7 +40,18 @@ from shared.domain.resources import (
 from shared.errors import InputError, PermanentError, field_errors_from_pydantic
 
 SCHEMA_VERSION: Final = 1
-MAX_MANIFEST_PARTS: Final = 36  # leaves 12 tags for the standard ones and the catalogue's own
+# The 50-tag budget of a gallery version: the standard tags (naming.version_tags, at most
+# STANDARD_VERSION_TAGS without the catalogue's own), the lifecycle's (lifecycle.py), the
+# manifest's part count and hash, and the manifest parts themselves. The catalogue's extra tags
+# come out of the manifest's share (manifest_budget).
+STANDARD_VERSION_TAGS: Final = 12
+MAX_MANIFEST_PARTS: Final = MAX_TAGS - STANDARD_VERSION_TAGS - LIFECYCLE_TAG_RESERVE - 2
+
+
+def manifest_budget(tags_before: int) -> int:
+    """How many manifest parts fit beside ``tags_before`` build-time tags, leaving room for
+    the part count, the hash and every lifecycle tag a version gets later."""
+    return min(MAX_MANIFEST_PARTS, MAX_TAGS - tags_before - 2 - LIFECYCLE_TAG_RESERVE)
 
 
 @dataclass(frozen=True)

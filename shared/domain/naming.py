@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
+from shared.domain.lifecycle import APP_ACTOR
 from shared.domain.resources import (
     DISK_TYPE,
     MAX_TAG_VALUE,
@@ -40,6 +41,7 @@ from shared.domain.resources import (
     TAG_IMAGE,
     TAG_OS,
     TAG_OWNER,
+    TAG_REQUESTED_BY,
     TAG_ROLE,
     TAG_STATE,
     TAG_WORKLOAD,
@@ -253,6 +255,7 @@ def version_tags(
     display: str | None = None,
     extra: Mapping[str, str] | None = None,
     state: VersionState = VersionState.STAGED,
+    requested_by: str | None = None,
 ) -> dict[str, str]:
     """The standard tags of a gallery version (add the manifest tags from ``manifest.py``).
 
@@ -260,6 +263,8 @@ def version_tags(
     (shortened to Azure's tag limit); ``base_version`` the base's concrete version (the
     marketplace watch compares it); ``display`` replaces the computed display name. ``extra``
     (the catalogue's ``naming.tags``) comes first; the factory's ``imagefactory:*`` keys win.
+    ``requested_by`` is who asked for the build (``imagefactory`` for the app's own builds): the
+    version's approver must be someone else (shared/domain/lifecycle.py).
     """
     tags: dict[str, str] = dict(extra or {})
     tags.update(
@@ -278,6 +283,7 @@ def version_tags(
     )
     if base_version:
         tags[TAG_BASE_IMAGE_VERSION] = base_version
+    tags[TAG_REQUESTED_BY] = _shorten(" ".join((requested_by or APP_ACTOR).split()) or APP_ACTOR)
     check_tags(tags)
     return tags
 

@@ -23,6 +23,10 @@ TAG_STATE_AT: Final = "imagefactory:state-at"  # ISO 8601 UTC
 TAG_STATE_BY: Final = "imagefactory:state-by"  # the principal (or "imagefactory" for the app)
 TAG_STATE_REASON: Final = "imagefactory:state-reason"
 TAG_CHANGE_TICKET: Final = "imagefactory:change-ticket"
+TAG_STATE_PREVIOUS: Final = "imagefactory:state-previous"  # the state before the last one
+TAG_BACKUP_UNTIL: Final = "imagefactory:backup-until"  # ISO 8601 UTC, on a backup version only
+# Who asked for the build (the approver must be someone else): a principal or "imagefactory".
+TAG_REQUESTED_BY: Final = "imagefactory:requested-by"
 TAG_IMAGE: Final = "imagefactory:image"  # catalogue image name
 TAG_BUILD_ID: Final = "imagefactory:build-id"
 TAG_BASE_IMAGE_VERSION: Final = "imagefactory:base-image-version"  # marketplace version built on

@@ -145,19 +145,6 @@ class VersionState(StrEnum):
         return self is not VersionState.ACTIVE
 
 
-_TRANSITIONS: Final[Mapping[VersionState, frozenset[VersionState]]] = {
-    VersionState.STAGED: frozenset({VersionState.ACTIVE, VersionState.DEPRECATED}),
-    VersionState.ACTIVE: frozenset({VersionState.BACKUP, VersionState.DEPRECATED}),
-    VersionState.BACKUP: frozenset({VersionState.ACTIVE, VersionState.DEPRECATED}),
-    VersionState.DEPRECATED: frozenset(),
-}
-
-
-def can_transition(current: VersionState, target: VersionState) -> bool:
-    """Promote staged, demote active to backup, roll a backup back, deprecate; nothing else."""
-    return target in _TRANSITIONS[current]
-
-
 def state_from_tags(tags: Mapping[str, str] | None) -> VersionState | None:
     """The state recorded in a version's tags; None when absent or unknown."""
     raw = tag_value(tags, TAG_STATE)

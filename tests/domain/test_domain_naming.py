@@ -196,6 +196,19 @@ STANDARD = {
 }
 
 
+def test_version_tags_record_the_requester() -> None:
+    tags = version_tags(
+        **STANDARD,
+        version="1.3.0",
+        build_id="b-1",
+        built=BUILT,
+        catalogue_hash="ab" * 32,
+        base_image="p/o/s",
+        requested_by="  alice@contoso.com ",
+    )
+    assert tags["imagefactory:requested-by"] == "alice@contoso.com"
+
+
 def test_version_tags() -> None:
     tags = version_tags(
         **STANDARD,
@@ -220,6 +233,7 @@ def test_version_tags() -> None:
         "imagefactory:catalogue-hash": "ab" * 32,
         "imagefactory:base-image": "p/o/s",
         "imagefactory:base-image-version": "26200.7171.251105",
+        "imagefactory:requested-by": "imagefactory",  # nobody named: the app's own build
     }
 
 

@@ -10,7 +10,6 @@ from shared.domain.versions import (
     INT32_MAX,
     ImageVersion,
     VersionState,
-    can_transition,
     highest,
     next_version,
     state_from_tags,
@@ -124,16 +123,6 @@ def test_state_values_and_latest_rule() -> None:
     assert [s.value for s in VersionState][:2] == ["staged", "validating"]
     assert not VersionState.ACTIVE.excluded_from_latest
     assert all(s.excluded_from_latest for s in VersionState if s is not VersionState.ACTIVE)
-
-
-def test_transitions() -> None:
-    assert can_transition(VersionState.STAGED, VersionState.ACTIVE)
-    assert can_transition(VersionState.ACTIVE, VersionState.BACKUP)
-    assert can_transition(VersionState.BACKUP, VersionState.ACTIVE)  # rollback
-    assert can_transition(VersionState.STAGED, VersionState.DEPRECATED)
-    assert not can_transition(VersionState.STAGED, VersionState.BACKUP)
-    assert not can_transition(VersionState.DEPRECATED, VersionState.ACTIVE)
-    assert not can_transition(VersionState.ACTIVE, VersionState.ACTIVE)
 
 
 def test_state_from_tags_is_case_insensitive() -> None:
