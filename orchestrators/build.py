@@ -22,9 +22,11 @@ from orchestrators._flow import (
     RetryPolicy,
     StepFailedError,
     call,
+    call_once,
     event_payload,
     failure_text,
     now,
+    poll_delay,
     progress,
 )
 from orchestrators.wait import wait
@@ -278,7 +280,9 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
 
     The event only says "look now": it must name this build's VM, and the build still checks
     that the run command did not fail and the VM is stopped before it deallocates, so a stray
-    or forged event can never get a VM captured that was not generalized.
+    or forged event can never get a VM captured that was not generalized. A signal that never
+    comes (the VM's post refused, no identity) costs only the poll interval. A poll failing for
+    a temporary reason is a poll without news, retried until the sysprep deadline.
     """
     b.enter("sysprep", 58, "sysprep /generalize /oobe /shutdown")
     yield from call(
@@ -289,11 +293,14 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
     finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
     deadline = now(b.context) + timedelta(minutes=int(b.plan.get("sysprep_timeout_minutes", 90)))
     signalled = False
+    failures = 0
+    retry_after: float | None = None
     while True:
+        pause = poll_delay(SIGNALLED_POLL if signalled else b.interval, failures, retry_after)
         if signalled:
-            yield b.context.create_timer(min(now(b.context) + SIGNALLED_POLL, deadline))
+            yield b.context.create_timer(min(now(b.context) + pause, deadline))
         else:
-            timer = b.context.create_timer(min(now(b.context) + b.interval, deadline))
+            timer = b.context.create_timer(min(now(b.context) + pause, deadline))
             winner = yield b.context.task_any([finished, timer])
             if winner == finished:
                 if not timer.is_completed:
@@ -305,18 +312,27 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
                 else:
                     b.status["ignored_signal"] = str(data.get("vm_id") or "no vm_id")[:200]
                     finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
-        run = yield from call(
+        run = yield from call_once(
             b.context, names.ACT_GET_RUN_COMMAND, {"vm_id": vm_id, "name": RUN_SYSPREP}
         )
-        vm = yield from call(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
-        stopped = vm.get("power_state") in STOPPED_POWER_STATES
-        if run.get("state") in {"Failed", "TimedOut", "Canceled"} and not stopped:
-            raise StepFailedError(f"sysprep failed: {_run_detail(run)}")
-        if stopped:
-            b.status.setdefault("sysprep_signal", "poll")
-            return
+        vm = yield from call_once(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
+        if run.ok and vm.ok:
+            failures, retry_after = 0, None
+            b.status.pop("poll_error", None)
+            stopped = (vm.result or {}).get("power_state") in STOPPED_POWER_STATES
+            run_state = run.result or {}
+            if run_state.get("state") in {"Failed", "TimedOut", "Canceled"} and not stopped:
+                raise StepFailedError(f"sysprep failed: {_run_detail(run_state)}")
+            if stopped:
+                b.status.setdefault("sysprep_signal", "poll")
+                return
+        else:
+            failures += 1
+            retry_after = max(run.retry_after or 0.0, vm.retry_after or 0.0) or None
+            b.status["poll_error"] = str(run.error or vm.error)[:500]
         if now(b.context) >= deadline:
-            raise StepFailedError("sysprep: the VM did not shut down before the deadline")
+            last = f"; the last status poll failed: {run.error or vm.error}" if failures else ""
+            raise StepFailedError(f"sysprep: the VM did not shut down before the deadline{last}")
 
 
 def _replicate(b: BuildContext, version_id: str) -> Flow:
