@@ -50,7 +50,7 @@ from shared.errors import (
     TemporaryError,
     field_errors_from_pydantic,
 )
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.activities.build")
@@ -560,23 +560,38 @@ def create_image_version(payload: Any) -> dict[str, Any]:
         replica_count=plan.replica_count,
         storage_account_type=plan.storage_account_type,
     )
-    return {"version_id": gallery.begin_create_image_version(settings, spec)}
+    monitor = compute.OperationMonitor()
+    version_id = gallery.begin_create_image_version(settings, spec, hook=monitor)
+    # The operation's URL: where Azure keeps the error (code and message) if the create fails.
+    return {"version_id": version_id, "operation_url": monitor.url}
 
 
 class VersionInput(_Input):
     version_id: str = Field(min_length=1)
+    operation_url: str | None = Field(default=None, max_length=2000)
+
+
+def _failure_detail(settings: Settings, provisioning: str | None, url: str | None) -> str | None:
+    """Azure's error for a failed operation (``Code: message``), read from its status URL."""
+    if provisioning not in ("Failed", "Canceled") or not url:
+        return None
+    return compute.operation_error(settings, url)
 
 
 @_registered(names.ACT_GET_IMAGE_VERSION)
 def get_image_version(payload: Any) -> dict[str, Any]:
+    """A version's provisioning and per-region replication; when the create failed, the
+    operation's error in Azure's words."""
     args = parse(VersionInput, payload)
-    state = gallery.get_image_version(load_settings(), args.version_id)
+    settings = load_settings()
+    state = gallery.get_image_version(settings, args.version_id)
+    error = state.error or _failure_detail(settings, state.provisioning_state, args.operation_url)
     return {
         "exists": state.exists,
         "provisioning_state": state.provisioning_state,
         "regions": {name: r.to_dict() for name, r in state.regions.items()},
         "aggregated_state": state.aggregated_state,
-        "error": state.error,
+        "error": error,
     }
 
 

@@ -335,12 +335,12 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
             raise StepFailedError(f"sysprep: the VM did not shut down before the deadline{last}")
 
 
-def _replicate(b: BuildContext, version_id: str) -> Flow:
+def _replicate(b: BuildContext, version_poll: dict[str, Any]) -> Flow:
     regions = [r["name"] for r in b.plan["target_regions"]]
     b.enter("replicate", 80, f"replicate to {', '.join(regions)}")
     final: dict[str, Any] = yield from b.until(
         names.ACT_GET_IMAGE_VERSION,
-        {"version_id": version_id},
+        version_poll,
         "replicated",
         "replication to every target region",
         args={"regions": regions},
@@ -441,9 +441,11 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
         )
         version_id: str = created["version_id"]
         outcome["version_id"] = version_id
+        # Polls carry the create operation's URL: a failed create reports Azure's own error.
+        version_poll = {"version_id": version_id, "operation_url": created.get("operation_url")}
         yield from b.until(
             names.ACT_GET_IMAGE_VERSION,
-            {"version_id": version_id},
+            version_poll,
             "provisioned",
             "gallery version creation",
             # Gallery operations take tens of minutes; Azure itself asks for 60 s between polls.
@@ -451,7 +453,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             # The version stays Creating until every region replicated: same allowance.
             deadline=b.deadline + REPLICATION_ALLOWANCE,
         )
-        final = yield from _replicate(b, version_id)
+        final = yield from _replicate(b, version_poll)
         outcome["regions"] = final.get("regions")
         outcome["gallery"] = gallery
         outcome["status"] = "staged"
@@ -459,6 +461,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
     except Exception as error:
         outcome["status"] = "failed"
         outcome["error"] = failure_text(error)
+        outcome["failed_phase"] = b.phase
         b.status["error"] = outcome["error"]
     if outcome["status"] == "failed" and outcome.get("version_id"):
         # A version from a failed build must never be activated later: delete it.
@@ -501,4 +504,24 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             },
         )
         return outcome
+    # The failure event carries the error as the build saw it (Azure's code and message).
+    try:
+        yield from call(
+            context,
+            names.ACT_PUBLISH_EVENT,
+            {
+                "event_type": names.EG_BUILD_FAILED,
+                "event_id": f"failed-{b.build_id}",
+                "subject": f"images/{b.image}/builds/{b.build_id}",
+                "data": {
+                    "image": b.image,
+                    "build_id": b.build_id,
+                    "version": outcome.get("version"),
+                    "phase": outcome["failed_phase"],
+                    "error": outcome["error"],
+                },
+            },
+        )
+    except Exception as error:  # the build's own failure is what counts
+        outcome["event_error"] = failure_text(error)
     raise StepFailedError(f"build of {b.image} failed: {outcome['error']}")

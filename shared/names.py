@@ -47,6 +47,7 @@ EVT_CANCEL: Final = "Cancel"
 EG_MARKETPLACE_IMAGE_PUBLISHED: Final = "ImageFactory.MarketplaceImagePublished"
 EG_SYSPREP_FINISHED: Final = "ImageFactory.SysprepFinished"
 EG_IMAGE_VERSION_STAGED: Final = "ImageFactory.ImageVersionStaged"
+EG_BUILD_FAILED: Final = "ImageFactory.BuildFailed"
 
 
 # Orchestration instance ids (one place, so triggers, tools and orchestrators agree)
