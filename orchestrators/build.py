@@ -112,6 +112,7 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
     payload: dict[str, Any] = {**b.ids()}
     if os_disk_id:
         payload["os_disk_id"] = os_disk_id
+    last_error = ""
     for attempt in range(1, MAX_VM_ATTEMPTS + 1):
         created = yield from call(b.context, names.ACT_CREATE_BUILD_VM, payload)
         vm_id: str = created["vm_id"]
@@ -129,9 +130,13 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
                 )
             return vm_id
         # Provisioning failed: remove the broken VM (its NIC and disk go with it), try again.
+        last_error = str(state.get("error") or "Azure reported Failed without an error")
+        b.status["vm_error"] = last_error[:1000]
         b.enter(b.phase, 15, f"VM provisioning failed (attempt {attempt}); recreating")
         yield from _delete_and_wait(b, vm_id, "the failed build VM")
-    raise StepFailedError(f"{what}: VM provisioning failed {MAX_VM_ATTEMPTS} times")
+    raise StepFailedError(
+        f"{what}: VM provisioning failed {MAX_VM_ATTEMPTS} times; the last error: {last_error}"
+    )
 
 
 def _delete_and_wait(b: BuildContext, resource_id: str, what: str) -> Flow:
