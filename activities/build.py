@@ -333,6 +333,7 @@ def create_build_vm(payload: Any) -> dict[str, Any]:
         admin_username=ADMIN_USERNAME,
         admin_password="" if attach else _admin_password(),
         os_disk_storage_type=plan.os_disk_storage_type,
+        identity_id=plan.build_vm_identity_id,
     )
     created = compute.begin_create_vm(settings, spec)
     log.info("build %s: creating VM %s (%s)", args.build_id, name, source.kind)

@@ -137,7 +137,19 @@ def _vm_body(spec: VmSpec) -> dict[str, Any]:
             "adminPassword": spec.admin_password,
             "windowsConfiguration": {"provisionVMAgent": True, "enableAutomaticUpdates": False},
         }
-    return {"location": spec.location, "tags": dict(spec.tags), "properties": properties}
+    body: dict[str, Any] = {
+        "location": spec.location,
+        "tags": dict(spec.tags),
+        "properties": properties,
+    }
+    if spec.identity_id:
+        # The build VM's own identity: it publishes "sysprep finished" with a token from IMDS
+        # (role EventGrid Data Sender on the app's topic), never with a key.
+        body["identity"] = {
+            "type": "UserAssigned",
+            "userAssignedIdentities": {spec.identity_id: {}},
+        }
+    return body
 
 
 def begin_create_vm(settings: Settings, spec: VmSpec) -> str:
