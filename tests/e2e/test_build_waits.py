@@ -15,6 +15,7 @@ import pytest
 
 from devhost.demo import World, local_world
 from shared import names
+from shared.domain.naming import RUN_SYSPREP
 from tests.e2e.test_build_scenarios import (
     OFFICE,
     TWO_REGIONS,
@@ -114,4 +115,26 @@ def test_a_failed_replication_reports_azures_code_and_message_everywhere() -> No
         assert expected in str(status.get("output")), status.get("output")
         assert expected in str((status.get("customStatus") or {}).get("error"))
         assert expected in _failure_event(world, status["build_id"])["error"]
+        assert_nothing_left(world, status["build_id"])
+
+
+def test_failed_polls_of_the_sysprep_run_command_do_not_fail_the_build() -> None:
+    # The sysprep wait polls the run command and the VM itself (beside the event race): a
+    # dozen 503 answers on the run command's GET in a row are polls without news.
+    with local_world(catalogue=TWO_REGIONS, extra_settings={"SYSPREP_SIGNAL_URL": ""}) as world:
+        rule = world.emulator.emu.faults.add(
+            {
+                "type": "http",
+                "op": "Microsoft.Compute/virtualMachines/runCommands/read",
+                "resource": f"*/runCommands/{RUN_SYSPREP}",
+                "status": 503,
+                "after": 1,  # the start activity's own "does it exist" GET
+                "count": 12,
+            }
+        )
+        status = run_build(world, OFFICE, "flaky-sysprep-polls")
+
+        assert status["runtimeStatus"] == "Completed", status.get("output")
+        assert {r["id"]: r["fired"] for r in world.emulator.emu.faults.rules()} == {rule: 12}
+        assert status["output"]["sysprep_signal"] == "poll"
         assert_nothing_left(world, status["build_id"])
