@@ -450,8 +450,13 @@ class DiskFromSnapshotInput(_CopyInput):
     snapshot_id: str = Field(min_length=1)
 
 
-def _copy(args: _CopyInput, role: Literal["snapshot", "clone-disk"], source_id: str) -> str:
-    """Create-or-get a snapshot of ``source_id`` or a disk copied from it; returns its id."""
+def _copy(
+    args: _CopyInput, role: Literal["snapshot", "clone-disk"], source_id: str
+) -> tuple[str, str | None]:
+    """Create-or-get a snapshot of ``source_id`` or a disk copied from it.
+
+    Returns its id and the create operation's status URL (None when it already existed).
+    """
     settings = load_settings()
     plan = args.plan
     snapshot = role == "snapshot"
@@ -460,16 +465,17 @@ def _copy(args: _CopyInput, role: Literal["snapshot", "clone-disk"], source_id: 
     existing = compute.get_resource_state(settings, copy_id)
     if existing.exists:
         _require_own(args.build_id, existing.tags, f"{role} {args.name}")
-        return copy_id
+        return copy_id, None
     where = (settings, plan.resource_group, args.name, plan.location, source_id)
     tags = _resource_tags(plan, args.build_id, role)
+    monitor = compute.OperationMonitor()
     if snapshot:
-        compute.begin_create_snapshot(*where, tags)
+        compute.begin_create_snapshot(*where, tags, hook=monitor)
     else:
         compute.begin_create_disk_from_snapshot(
-            *where, tags, storage_account_type=plan.os_disk_storage_type
+            *where, tags, storage_account_type=plan.os_disk_storage_type, hook=monitor
         )
-    return copy_id
+    return copy_id, monitor.url
 
 
 @_registered(names.ACT_CREATE_SNAPSHOT)
@@ -477,7 +483,8 @@ def create_snapshot(payload: Any) -> dict[str, Any]:
     """Create-or-get a full snapshot of an OS disk."""
     args = parse(SnapshotInput, payload)
     ResourceId.parse(args.source_disk_id, "source_disk_id")
-    return {"snapshot_id": _copy(args, "snapshot", args.source_disk_id)}
+    snapshot_id, operation_url = _copy(args, "snapshot", args.source_disk_id)
+    return {"snapshot_id": snapshot_id, "operation_url": operation_url}
 
 
 @_registered(names.ACT_CREATE_DISK_FROM_SNAPSHOT)
@@ -485,11 +492,13 @@ def create_disk_from_snapshot(payload: Any) -> dict[str, Any]:
     """Create-or-get a managed disk copied from a snapshot."""
     args = parse(DiskFromSnapshotInput, payload)
     ResourceId.parse(args.snapshot_id, "snapshot_id", compute.SNAPSHOT_TYPE)
-    return {"disk_id": _copy(args, "clone-disk", args.snapshot_id)}
+    disk_id, operation_url = _copy(args, "clone-disk", args.snapshot_id)
+    return {"disk_id": disk_id, "operation_url": operation_url}
 
 
 class ResourceInput(_Input):
     resource_id: str = Field(min_length=1)
+    operation_url: str | None = Field(default=None, max_length=2000)
 
 
 def _is_gallery_version(resource_id: str) -> bool:
@@ -509,7 +518,8 @@ def get_resource_state(payload: Any) -> dict[str, Any]:
     return {
         "exists": state.exists,
         "provisioning_state": state.provisioning_state,
-        "error": state.error,
+        "error": state.error
+        or _failure_detail(settings, state.provisioning_state, args.operation_url),
     }
 
 

@@ -165,7 +165,7 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
     )
     yield from b.until(
         names.ACT_GET_RESOURCE_STATE,
-        {"resource_id": snap["snapshot_id"]},
+        {"resource_id": snap["snapshot_id"], "operation_url": snap.get("operation_url")},
         "provisioned",
         "snapshot of the source OS disk",
     )
@@ -176,7 +176,7 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
     )
     yield from b.until(
         names.ACT_GET_RESOURCE_STATE,
-        {"resource_id": disk["disk_id"]},
+        {"resource_id": disk["disk_id"], "operation_url": disk.get("operation_url")},
         "provisioned",
         "disk from the snapshot",
     )

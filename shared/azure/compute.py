@@ -321,8 +321,12 @@ def begin_create_snapshot(
     location: str,
     source_disk_id: str,
     tags: Mapping[str, str],
+    *,
+    hook: ResponseHook | None = None,
 ) -> str:
-    """Start a full snapshot of a managed disk (or a copy of a snapshot). Returns its id."""
+    """Start a full snapshot of a managed disk (or a copy of a snapshot). Returns its id.
+
+    ``hook`` sees the raw answer (e.g. an :class:`OperationMonitor`)."""
     source = ResourceId.parse(source_disk_id, "source_disk_id")
     if not (source.is_type(DISK_TYPE) or source.is_type(SNAPSHOT_TYPE)):
         raise InputError.single(
@@ -340,7 +344,7 @@ def begin_create_snapshot(
     client = client_for(settings)
     with azure_call(f"create snapshot {name}"):
         client.snapshots.begin_create_or_update(
-            resource_group, name, models.Snapshot(body), polling=False
+            resource_group, name, models.Snapshot(body), polling=False, raw_response_hook=hook
         )
     return snapshot_id(settings, resource_group, name)
 
@@ -353,6 +357,8 @@ def begin_create_disk_from_snapshot(
     source_snapshot_id: str,
     tags: Mapping[str, str],
     storage_account_type: str = "StandardSSD_LRS",
+    *,
+    hook: ResponseHook | None = None,
 ) -> str:
     """Start a managed disk copied from a snapshot (OS type and generation come with it)."""
     ResourceId.parse(source_snapshot_id, "snapshot_id", SNAPSHOT_TYPE)
@@ -366,7 +372,9 @@ def begin_create_disk_from_snapshot(
     }
     client = client_for(settings)
     with azure_call(f"create disk {name}"):
-        client.disks.begin_create_or_update(resource_group, name, models.Disk(body), polling=False)
+        client.disks.begin_create_or_update(
+            resource_group, name, models.Disk(body), polling=False, raw_response_hook=hook
+        )
     return disk_id(settings, resource_group, name)
 
 
