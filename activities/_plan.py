@@ -120,6 +120,8 @@ class BuildPlan(_Part):
     names: PlanNames
     base_version: str | None = None
     version_tags: dict[str, str] = Field(default_factory=dict)
+    # The build VM's user-assigned identity (its sysprep signal's token), when configured.
+    build_vm_identity_id: str | None = None
 
 
 class BuildRequest(_Part):
@@ -268,10 +270,25 @@ def _sysprep_vm_id(settings: Settings, image: CatalogueImage, names: BuildResour
 
 
 def _sysprep_signal(settings: Settings, build_id: str, vm_id: str, now: datetime) -> list[str]:
-    """The sysprep script; with SYSPREP_SIGNAL_URL it posts ImageFactory.SysprepFinished."""
+    """The sysprep script and how it says "finished" (only a hint: the build polls as well).
+
+    With BUILD_VM_IDENTITY_ID and EVENTGRID_TOPIC_ENDPOINT: the VM takes a token for its
+    identity from IMDS and publishes ImageFactory.SysprepFinished to the app's topic (Event
+    Grid delivers it to the app). Otherwise, with SYSPREP_SIGNAL_URL: a plain POST there (no
+    key: where it needs one it is refused, and the build notices the end by polling).
+    Otherwise no signal.
+    """
+    event = sysprep_finished_event(build_id, vm_id, event_id=f"sysprep-{build_id}", event_time=now)
+    if settings.build_vm_identity_id and settings.eventgrid_topic_endpoint:
+        return list(
+            sysprep_script(
+                settings.eventgrid_topic_endpoint,
+                [event],
+                identity_id=settings.build_vm_identity_id,
+            )
+        )
     if not settings.sysprep_signal_url:
         return list(sysprep_script())
-    event = sysprep_finished_event(build_id, vm_id, event_id=f"sysprep-{build_id}", event_time=now)
     return list(sysprep_script(settings.sysprep_signal_url, [event]))
 
 
@@ -425,4 +442,5 @@ def resolve(settings: Settings, image_name: str, build_id: str, request: BuildRe
         names=PlanNames(**resource_names.to_dict()),
         base_version=base_version,
         version_tags=dict(image.naming.tags),
+        build_vm_identity_id=settings.build_vm_identity_id,
     )

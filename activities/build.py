@@ -50,7 +50,7 @@ from shared.errors import (
     TemporaryError,
     field_errors_from_pydantic,
 )
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.activities.build")
@@ -333,6 +333,7 @@ def create_build_vm(payload: Any) -> dict[str, Any]:
         admin_username=ADMIN_USERNAME,
         admin_password="" if attach else _admin_password(),
         os_disk_storage_type=plan.os_disk_storage_type,
+        identity_id=plan.build_vm_identity_id,
     )
     created = compute.begin_create_vm(settings, spec)
     log.info("build %s: creating VM %s (%s)", args.build_id, name, source.kind)
@@ -449,8 +450,13 @@ class DiskFromSnapshotInput(_CopyInput):
     snapshot_id: str = Field(min_length=1)
 
 
-def _copy(args: _CopyInput, role: Literal["snapshot", "clone-disk"], source_id: str) -> str:
-    """Create-or-get a snapshot of ``source_id`` or a disk copied from it; returns its id."""
+def _copy(
+    args: _CopyInput, role: Literal["snapshot", "clone-disk"], source_id: str
+) -> tuple[str, str | None]:
+    """Create-or-get a snapshot of ``source_id`` or a disk copied from it.
+
+    Returns its id and the create operation's status URL (None when it already existed).
+    """
     settings = load_settings()
     plan = args.plan
     snapshot = role == "snapshot"
@@ -459,16 +465,17 @@ def _copy(args: _CopyInput, role: Literal["snapshot", "clone-disk"], source_id: 
     existing = compute.get_resource_state(settings, copy_id)
     if existing.exists:
         _require_own(args.build_id, existing.tags, f"{role} {args.name}")
-        return copy_id
+        return copy_id, None
     where = (settings, plan.resource_group, args.name, plan.location, source_id)
     tags = _resource_tags(plan, args.build_id, role)
+    monitor = compute.OperationMonitor()
     if snapshot:
-        compute.begin_create_snapshot(*where, tags)
+        compute.begin_create_snapshot(*where, tags, hook=monitor)
     else:
         compute.begin_create_disk_from_snapshot(
-            *where, tags, storage_account_type=plan.os_disk_storage_type
+            *where, tags, storage_account_type=plan.os_disk_storage_type, hook=monitor
         )
-    return copy_id
+    return copy_id, monitor.url
 
 
 @_registered(names.ACT_CREATE_SNAPSHOT)
@@ -476,7 +483,8 @@ def create_snapshot(payload: Any) -> dict[str, Any]:
     """Create-or-get a full snapshot of an OS disk."""
     args = parse(SnapshotInput, payload)
     ResourceId.parse(args.source_disk_id, "source_disk_id")
-    return {"snapshot_id": _copy(args, "snapshot", args.source_disk_id)}
+    snapshot_id, operation_url = _copy(args, "snapshot", args.source_disk_id)
+    return {"snapshot_id": snapshot_id, "operation_url": operation_url}
 
 
 @_registered(names.ACT_CREATE_DISK_FROM_SNAPSHOT)
@@ -484,11 +492,13 @@ def create_disk_from_snapshot(payload: Any) -> dict[str, Any]:
     """Create-or-get a managed disk copied from a snapshot."""
     args = parse(DiskFromSnapshotInput, payload)
     ResourceId.parse(args.snapshot_id, "snapshot_id", compute.SNAPSHOT_TYPE)
-    return {"disk_id": _copy(args, "clone-disk", args.snapshot_id)}
+    disk_id, operation_url = _copy(args, "clone-disk", args.snapshot_id)
+    return {"disk_id": disk_id, "operation_url": operation_url}
 
 
 class ResourceInput(_Input):
     resource_id: str = Field(min_length=1)
+    operation_url: str | None = Field(default=None, max_length=2000)
 
 
 def _is_gallery_version(resource_id: str) -> bool:
@@ -508,7 +518,8 @@ def get_resource_state(payload: Any) -> dict[str, Any]:
     return {
         "exists": state.exists,
         "provisioning_state": state.provisioning_state,
-        "error": state.error,
+        "error": state.error
+        or _failure_detail(settings, state.provisioning_state, args.operation_url),
     }
 
 
@@ -561,23 +572,38 @@ def create_image_version(payload: Any) -> dict[str, Any]:
         replica_count=plan.replica_count,
         storage_account_type=plan.storage_account_type,
     )
-    return {"version_id": gallery.begin_create_image_version(settings, spec)}
+    monitor = compute.OperationMonitor()
+    version_id = gallery.begin_create_image_version(settings, spec, hook=monitor)
+    # The operation's URL: where Azure keeps the error (code and message) if the create fails.
+    return {"version_id": version_id, "operation_url": monitor.url}
 
 
 class VersionInput(_Input):
     version_id: str = Field(min_length=1)
+    operation_url: str | None = Field(default=None, max_length=2000)
+
+
+def _failure_detail(settings: Settings, provisioning: str | None, url: str | None) -> str | None:
+    """Azure's error for a failed operation (``Code: message``), read from its status URL."""
+    if provisioning not in ("Failed", "Canceled") or not url:
+        return None
+    return compute.operation_error(settings, url)
 
 
 @_registered(names.ACT_GET_IMAGE_VERSION)
 def get_image_version(payload: Any) -> dict[str, Any]:
+    """A version's provisioning and per-region replication; when the create failed, the
+    operation's error in Azure's words."""
     args = parse(VersionInput, payload)
-    state = gallery.get_image_version(load_settings(), args.version_id)
+    settings = load_settings()
+    state = gallery.get_image_version(settings, args.version_id)
+    error = state.error or _failure_detail(settings, state.provisioning_state, args.operation_url)
     return {
         "exists": state.exists,
         "provisioning_state": state.provisioning_state,
         "regions": {name: r.to_dict() for name, r in state.regions.items()},
         "aggregated_state": state.aggregated_state,
-        "error": state.error,
+        "error": error,
     }
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 from emulator.arm import (
     ArmError,
+    Headers,
     Request,
     Response,
     as_int,
@@ -47,7 +48,16 @@ from emulator.arm import (
 from emulator.core import Emulator
 from emulator.events import iso
 from emulator.gallery import latest_version, replicated_to
-from emulator.guest import GuestState, ScriptContext, ScriptError, Step, parse_script
+from emulator.guest import (
+    GuestState,
+    ScriptContext,
+    ScriptError,
+    Step,
+    parse_script,
+    settle,
+    should_run,
+)
+from emulator.identity import imds, vm_identity
 from emulator.marketplace import find_image, norm_region
 from emulator.store import parse_resource_id
 
@@ -529,9 +539,12 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
         "etag": '"1"',
         "properties": vm_props,
     }
-    for k in ("identity", "zones", "plan"):
+    for k in ("zones", "plan"):
         if k in body:
             plan.vm[k] = body[k]
+    identity = vm_identity(emu, body.get("identity"))  # with Azure's principal/client ids
+    if identity is not None:
+        plan.vm["identity"] = identity
     plan.runtime = VmRuntime(
         power="starting",
         os_disk_id=plan.disk_id,
@@ -884,7 +897,8 @@ def _start_execution(
     timeout_seconds: int,
     on_state: Any,
 ) -> Execution:
-    ctx = ScriptContext(now=emu.now)
+    # The guest reaches IMDS for this VM's own identities only.
+    ctx = ScriptContext(now=emu.now, imds=lambda url, headers: imds(emu, vm_id, url, headers))
     try:
         steps = parse_script(script, parameters)
         parse_error: ScriptError | None = None
@@ -912,6 +926,8 @@ def _start_execution(
 
 
 def _next(emu: Emulator, ex: Execution) -> None:
+    while ex.index < len(ex.steps) and not should_run(ex.steps[ex.index], ex.ctx):
+        ex.index += 1  # the rest of a try block after its error, or a catch block not needed
     if ex.index >= len(ex.steps):
         _end(emu, ex, "Succeeded")
         return
@@ -955,6 +971,7 @@ def _run_step(emu: Emulator, ex: Execution, step: Step) -> None:
 
 def _after_step(emu: Emulator, ex: Execution) -> None:
     ctx = ex.ctx
+    settle(ex.steps[ex.index - 1], ctx)  # an error inside ``try`` goes to its ``catch``
     if ctx.exit_code is not None:
         _end(emu, ex, "Succeeded" if ctx.exit_code == 0 else "Failed")
         return
@@ -974,6 +991,20 @@ def _post_async(
     def worker() -> None:
         try:
             for url, ctype, body, extra in posts:
+                if url.startswith(emu.base_url + "/"):  # this emulator (e.g. its topic)
+                    status, _, answer = emu.handle(
+                        "POST",
+                        url[len(emu.base_url) :],
+                        Headers({**extra, "Content-Type": ctype}),
+                        body.encode(),
+                    )
+                    text = answer.decode(errors="replace")
+                    results.append(
+                        f"ok:{status}:{text}"
+                        if status < 400
+                        else f"err:The remote server returned an error: ({status})."
+                    )
+                    continue
                 req = urllib.request.Request(  # noqa: S310 - loopback only, checked by the guest
                     url,
                     data=body.encode(),

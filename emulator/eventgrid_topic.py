@@ -4,6 +4,12 @@
 ``azure.eventgrid.EventGridPublisherClient`` sends (an array of Event Grid schema events, or
 CloudEvents) and fans each event out to the emulator's subscribers, as Event Grid does. Each
 event is validated first: a malformed one refuses the whole batch with a 400 naming the field.
+
+Like a topic with local (key) authentication disabled, it takes only Entra ID tokens: a publish
+without ``Authorization: Bearer <token>`` for ``https://eventgrid.azure.net``, or with a token
+this emulator did not issue (IMDS, see emulator/identity.py) or that expired, is refused with
+401 and nothing is delivered. (Azure would also check the caller holds *EventGrid Data Sender*
+on the topic; the emulator does not model role assignments.)
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ from typing import Any
 
 from emulator.arm import ArmError, Request, Response
 from emulator.core import Emulator
+from emulator.identity import bearer_claims
+
+AUDIENCE = "https://eventgrid.azure.net"
 
 _REQUIRED = ("id", "eventType", "subject", "data", "dataVersion")
 _CLOUD_REQUIRED = ("id", "type", "source", "specversion")
@@ -45,6 +54,7 @@ def _check(events: Any) -> list[tuple[str, str, dict[str, Any], str]]:
 def register(emu: Emulator) -> None:
     @emu.admin_route("POST", "/_emulator/eventgrid/topics/{topic}/api/events")
     def publish(req: Request) -> Response:
+        bearer_claims(emu, req.headers, AUDIENCE)
         topic_name = req.params["topic"]
         sub = emu.scenario.default_subscription
         topic = (

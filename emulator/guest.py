@@ -213,12 +213,22 @@ def _update_level_of(version: str) -> str:
 
 @dataclass
 class Step:
-    """One parsed command: a latency name, a duration override, and its effect."""
+    """One parsed command: a latency name, a duration override, and its effect.
+
+    ``guard``: the ``try`` block the step is in (an error there jumps to its ``catch``);
+    ``handler``: the ``try`` block whose ``catch`` the step is in (runs only after an error).
+    """
 
     text: str
     latency: str
     run: Callable[[GuestState, ScriptContext], None]
     seconds: float | None = None
+    guard: int | None = None
+    handler: int | None = None
+
+
+# IMDS as the VM's guest sees it: (url, headers) -> (HTTP status, JSON body).
+Imds = Callable[[str, dict[str, str]], tuple[int, dict[str, Any]]]
 
 
 @dataclass
@@ -232,6 +242,10 @@ class ScriptContext:
     power_request: str | None = None  # "restart" | "stop"
     # url, content type, body, extra headers
     http_posts: list[tuple[str, str, str, dict[str, str]]] = field(default_factory=list)
+    imds: Imds | None = None  # None: no metadata service (not on a VM)
+    variables: dict[str, Any] = field(default_factory=dict)  # ``$name = ...`` results
+    failing: bool = False  # the last error was a failure (``exit`` is not one)
+    caught: dict[int, str] = field(default_factory=dict)  # try block -> its error
 
     def out(self, text: str) -> None:
         self.stdout.append(text)
@@ -239,6 +253,23 @@ class ScriptContext:
     def fail(self, message: str, code: int = 1) -> None:
         self.stderr.append(message)
         self.exit_code = code
+        self.failing = True
+
+
+def should_run(step: Step, ctx: ScriptContext) -> bool:
+    """False for the rest of a ``try`` block after its error, and for an unneeded ``catch``."""
+    if step.guard is not None and step.guard in ctx.caught:
+        return False
+    return step.handler is None or step.handler in ctx.caught
+
+
+def settle(step: Step, ctx: ScriptContext) -> None:
+    """After ``step`` ran: an error inside ``try`` is caught (the script goes on at ``catch``)."""
+    if step.guard is None or not ctx.failing or ctx.exit_code is None:
+        return
+    ctx.caught[step.guard] = ctx.stderr.pop() if ctx.stderr else "error"
+    ctx.exit_code = None
+    ctx.failing = False
 
 
 class ScriptError(ValueError):
@@ -297,18 +328,48 @@ def _has(args: list[str], *flags: str) -> bool:
 _MOUNT_C = re.compile(r"^['\"]?c:?['\"]?$", re.IGNORECASE)
 
 
+_TRY = re.compile(r"try\s*\{", re.IGNORECASE)
+_CATCH = re.compile(r"\}\s*catch\s*\{", re.IGNORECASE)
+
+
 def parse_script(script: str, parameters: dict[str, str] | None = None) -> list[Step]:
-    """Parse a script into steps; raises ScriptError at the first unknown command."""
+    """Parse a script into steps; raises ScriptError at the first unknown command.
+
+    ``try {`` / ``} catch {`` / ``}`` each on a line of their own make one (unnested) block:
+    an error in the ``try`` part skips the rest of it and runs the ``catch`` part instead.
+    """
     steps: list[Step] = []
+    blocks = 0
+    guard: int | None = None  # inside this try block
+    handler: int | None = None  # inside this block's catch
     for no, raw in enumerate(script.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        if _TRY.fullmatch(line):
+            if guard is not None or handler is not None:
+                raise ScriptError(no, line)  # nested blocks are not modelled
+            blocks += 1
+            guard = blocks
+            continue
+        if _CATCH.fullmatch(line):
+            if guard is None:
+                raise ScriptError(no, line)
+            guard, handler = None, guard
+            continue
+        if line == "}":
+            if handler is None:  # a try needs its catch; a lone brace is a parse error
+                raise ScriptError(no, line)
+            handler = None
             continue
         for name, value in (parameters or {}).items():
             line = re.sub(rf"\${re.escape(name)}\b", _literal(value), line)
         step = _parse_line(no, line)
         step.text = redact(step.text)
+        step.guard, step.handler = guard, handler
         steps.append(step)
+    if guard is not None or handler is not None:
+        raise ScriptError(len(script.splitlines()), "Missing closing '}' in statement block")
     return steps
 
 
@@ -460,6 +521,10 @@ def _parse_line(no: int, line: str) -> Step:
         mode = "shutdown" if "/shutdown" in flags else "reboot" if "/reboot" in flags else "quit"
         return Step(line, "guest.sysprep", _sysprep(mode))
 
+    assigned = _ASSIGN.match(text)
+    if assigned:
+        return _imds_get(no, line, assigned.group("var"), assigned.group("rest"))
+
     if head == "invoke-restmethod" or head == "invoke-webrequest":
         method = (_opt(rest, "-method") or "Get").upper()
         uri = _opt(rest, "-uri") or ""
@@ -467,17 +532,68 @@ def _parse_line(no: int, line: str) -> Step:
         body = _opt(rest, "-body") or ""
         if method != "POST" or not uri:
             raise ScriptError(no, line)
-        headers: dict[str, str] = {}
-        table = re.search(r"-headers\s+@\{(.*?)\}", text, re.IGNORECASE)
-        if table:
-            for entry in table.group(1).split(";"):
-                key, sep, value = entry.partition("=")
-                if not sep or not _unquote(key):
-                    raise ScriptError(no, line)
-                headers[_unquote(key)] = _unquote(value)
+        headers = _header_table(no, line, text)
         return Step(line, "guest.http_post", _post(uri, ctype, body, headers))
 
     raise ScriptError(no, line)
+
+
+_ASSIGN = re.compile(
+    r"^\$(?P<var>[A-Za-z_]\w*)\s*=\s*(?P<rest>Invoke-(?:RestMethod|WebRequest)\b.*)$",
+    re.IGNORECASE,
+)
+# ``$($name.field)`` (or ``$name.field``) inside a double-quoted header value.
+_FIELD_REF = re.compile(
+    r"\$\(\$(?P<a>[A-Za-z_]\w*)\.(?P<b>\w+)\)|\$(?P<c>[A-Za-z_]\w*)\.(?P<d>\w+)"
+)
+
+
+def _header_table(no: int, line: str, text: str) -> dict[str, str]:
+    """``-Headers @{'k'='v'; k2="v2"}`` as a dict (values expanded when the step runs)."""
+    headers: dict[str, str] = {}
+    table = re.search(r"-headers\s+@\{(.*?)\}(?=\s+-|\s*$)", text, re.IGNORECASE)
+    if table:
+        for entry in table.group(1).split(";"):
+            key, sep, value = entry.partition("=")
+            if not sep or not _unquote(key):
+                raise ScriptError(no, line)
+            headers[_unquote(key)] = _unquote(value.strip())
+    return headers
+
+
+def _expand(value: str, variables: dict[str, Any]) -> str:
+    """PowerShell's expansion of ``$($var.field)`` (an unknown name expands to nothing)."""
+
+    def one(m: re.Match[str]) -> str:
+        found = variables.get(m.group("a") or m.group("c") or "")
+        field_name = m.group("b") or m.group("d") or ""
+        return str(found.get(field_name, "")) if isinstance(found, dict) else ""
+
+    return _FIELD_REF.sub(one, value)
+
+
+def _imds_get(no: int, line: str, var: str, rest_text: str) -> Step:
+    """``$var = Invoke-RestMethod -Method Get -Uri '<IMDS url>' -Headers @{Metadata='true'}``:
+    the VM's metadata service answers (a token for one of the VM's identities)."""
+    args = _split(rest_text)[1:]
+    method = (_opt(args, "-method") or "Get").upper()
+    uri = _unquote(_opt(args, "-uri") or "")
+    if method != "GET" or not uri.lower().startswith("http://169.254.169.254/"):
+        raise ScriptError(no, line)
+    headers = _header_table(no, line, rest_text)
+
+    def run(g: GuestState, c: ScriptContext) -> None:
+        if c.imds is None:
+            c.fail(f"Invoke-RestMethod : Unable to connect to the remote server ({uri}).")
+            return
+        status, body = c.imds(uri, headers)
+        if status != 200:
+            reason = body.get("error_description") or body.get("error") or "error"
+            c.fail(f"Invoke-RestMethod : The remote server returned an error: ({status}). {reason}")
+            return
+        c.variables[var] = body  # holds a token: never printed
+
+    return Step(line, "guest.query", run)
 
 
 def _install(pkgs: list[str], version: str | None, tool: str) -> Callable[..., None]:
@@ -656,6 +772,7 @@ def _post(uri: str, ctype: str, body: str, headers: dict[str, str]) -> Callable[
             except ValueError:
                 c.fail("Invoke-RestMethod : the -Body is not valid JSON.")
                 return
-        c.http_posts.append((uri, ctype, body, dict(headers)))
+        expanded = {k: _expand(v, c.variables) for k, v in headers.items()}
+        c.http_posts.append((uri, ctype, body, expanded))
 
     return run

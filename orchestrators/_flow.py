@@ -42,6 +42,8 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+# A status poll that keeps failing backs off up to this (or its interval, when longer).
+POLL_BACKOFF_CAP = timedelta(minutes=5)
 
 
 def now(context: Any) -> datetime:
@@ -97,6 +99,50 @@ def call(
                 delay = max(delay, timedelta(seconds=min(hinted, 3600)))
             yield context.create_timer(now(context) + delay)
             attempt += 1
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One activity call's outcome: its result, or the temporary failure that stopped it."""
+
+    result: Any = None
+    error: str | None = None  # a temporary failure's text; None when the call succeeded
+    retry_after: float | None = None  # Azure's Retry-After hint carried by that failure
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def call_once(context: Any, name: str, payload: dict[str, Any]) -> Flow:
+    """Call an activity once; a temporary failure comes back as an :class:`Attempt`.
+
+    For status polls: one poll failing (throttled, 503) is not the operation failing, so the
+    caller keeps polling until its own deadline. A permanent failure still raises.
+    """
+    try:
+        result = yield context.call_activity(name, payload)
+    except Exception as error:  # the SDK raises plain Exception for a failed task
+        text = failure_text(error)
+        if is_permanent(str(error)):
+            raise StepFailedError(f"{name}: {text}") from None
+        return Attempt(error=text, retry_after=retry_after_of(str(error)))
+    return Attempt(result=result)
+
+
+def poll_delay(interval: timedelta, failures: int, retry_after: float | None = None) -> timedelta:
+    """How long a poll waits after ``failures`` temporary failures in a row.
+
+    The poll interval, doubled per failure up to ``POLL_BACKOFF_CAP`` (or the interval, when
+    that is longer), and never shorter than Azure's Retry-After (capped at an hour).
+    """
+    delay = interval
+    if failures > 0:
+        cap = max(interval, POLL_BACKOFF_CAP)
+        delay = min(interval * (2 ** min(failures - 1, 16)), cap)
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=min(retry_after, 3600)))
+    return delay
 
 
 Verdict = bool | str

@@ -22,9 +22,11 @@ from orchestrators._flow import (
     RetryPolicy,
     StepFailedError,
     call,
+    call_once,
     event_payload,
     failure_text,
     now,
+    poll_delay,
     progress,
 )
 from orchestrators.wait import wait
@@ -110,6 +112,7 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
     payload: dict[str, Any] = {**b.ids()}
     if os_disk_id:
         payload["os_disk_id"] = os_disk_id
+    last_error = ""
     for attempt in range(1, MAX_VM_ATTEMPTS + 1):
         created = yield from call(b.context, names.ACT_CREATE_BUILD_VM, payload)
         vm_id: str = created["vm_id"]
@@ -127,9 +130,13 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
                 )
             return vm_id
         # Provisioning failed: remove the broken VM (its NIC and disk go with it), try again.
+        last_error = str(state.get("error") or "Azure reported Failed without an error")
+        b.status["vm_error"] = last_error[:1000]
         b.enter(b.phase, 15, f"VM provisioning failed (attempt {attempt}); recreating")
         yield from _delete_and_wait(b, vm_id, "the failed build VM")
-    raise StepFailedError(f"{what}: VM provisioning failed {MAX_VM_ATTEMPTS} times")
+    raise StepFailedError(
+        f"{what}: VM provisioning failed {MAX_VM_ATTEMPTS} times; the last error: {last_error}"
+    )
 
 
 def _delete_and_wait(b: BuildContext, resource_id: str, what: str) -> Flow:
@@ -158,7 +165,7 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
     )
     yield from b.until(
         names.ACT_GET_RESOURCE_STATE,
-        {"resource_id": snap["snapshot_id"]},
+        {"resource_id": snap["snapshot_id"], "operation_url": snap.get("operation_url")},
         "provisioned",
         "snapshot of the source OS disk",
     )
@@ -169,7 +176,7 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
     )
     yield from b.until(
         names.ACT_GET_RESOURCE_STATE,
-        {"resource_id": disk["disk_id"]},
+        {"resource_id": disk["disk_id"], "operation_url": disk.get("operation_url")},
         "provisioned",
         "disk from the snapshot",
     )
@@ -278,7 +285,9 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
 
     The event only says "look now": it must name this build's VM, and the build still checks
     that the run command did not fail and the VM is stopped before it deallocates, so a stray
-    or forged event can never get a VM captured that was not generalized.
+    or forged event can never get a VM captured that was not generalized. A signal that never
+    comes (the VM's post refused, no identity) costs only the poll interval. A poll failing for
+    a temporary reason is a poll without news, retried until the sysprep deadline.
     """
     b.enter("sysprep", 58, "sysprep /generalize /oobe /shutdown")
     yield from call(
@@ -289,11 +298,14 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
     finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
     deadline = now(b.context) + timedelta(minutes=int(b.plan.get("sysprep_timeout_minutes", 90)))
     signalled = False
+    failures = 0
+    retry_after: float | None = None
     while True:
+        pause = poll_delay(SIGNALLED_POLL if signalled else b.interval, failures, retry_after)
         if signalled:
-            yield b.context.create_timer(min(now(b.context) + SIGNALLED_POLL, deadline))
+            yield b.context.create_timer(min(now(b.context) + pause, deadline))
         else:
-            timer = b.context.create_timer(min(now(b.context) + b.interval, deadline))
+            timer = b.context.create_timer(min(now(b.context) + pause, deadline))
             winner = yield b.context.task_any([finished, timer])
             if winner == finished:
                 if not timer.is_completed:
@@ -305,26 +317,35 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
                 else:
                     b.status["ignored_signal"] = str(data.get("vm_id") or "no vm_id")[:200]
                     finished = b.context.wait_for_external_event(names.EVT_SYSPREP_FINISHED)
-        run = yield from call(
+        run = yield from call_once(
             b.context, names.ACT_GET_RUN_COMMAND, {"vm_id": vm_id, "name": RUN_SYSPREP}
         )
-        vm = yield from call(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
-        stopped = vm.get("power_state") in STOPPED_POWER_STATES
-        if run.get("state") in {"Failed", "TimedOut", "Canceled"} and not stopped:
-            raise StepFailedError(f"sysprep failed: {_run_detail(run)}")
-        if stopped:
-            b.status.setdefault("sysprep_signal", "poll")
-            return
+        vm = yield from call_once(b.context, names.ACT_GET_VM_STATE, {"vm_id": vm_id})
+        if run.ok and vm.ok:
+            failures, retry_after = 0, None
+            b.status.pop("poll_error", None)
+            stopped = (vm.result or {}).get("power_state") in STOPPED_POWER_STATES
+            run_state = run.result or {}
+            if run_state.get("state") in {"Failed", "TimedOut", "Canceled"} and not stopped:
+                raise StepFailedError(f"sysprep failed: {_run_detail(run_state)}")
+            if stopped:
+                b.status.setdefault("sysprep_signal", "poll")
+                return
+        else:
+            failures += 1
+            retry_after = max(run.retry_after or 0.0, vm.retry_after or 0.0) or None
+            b.status["poll_error"] = str(run.error or vm.error)[:500]
         if now(b.context) >= deadline:
-            raise StepFailedError("sysprep: the VM did not shut down before the deadline")
+            last = f"; the last status poll failed: {run.error or vm.error}" if failures else ""
+            raise StepFailedError(f"sysprep: the VM did not shut down before the deadline{last}")
 
 
-def _replicate(b: BuildContext, version_id: str) -> Flow:
+def _replicate(b: BuildContext, version_poll: dict[str, Any]) -> Flow:
     regions = [r["name"] for r in b.plan["target_regions"]]
     b.enter("replicate", 80, f"replicate to {', '.join(regions)}")
     final: dict[str, Any] = yield from b.until(
         names.ACT_GET_IMAGE_VERSION,
-        {"version_id": version_id},
+        version_poll,
         "replicated",
         "replication to every target region",
         args={"regions": regions},
@@ -426,9 +447,11 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
         )
         version_id: str = created["version_id"]
         outcome["version_id"] = version_id
+        # Polls carry the create operation's URL: a failed create reports Azure's own error.
+        version_poll = {"version_id": version_id, "operation_url": created.get("operation_url")}
         yield from b.until(
             names.ACT_GET_IMAGE_VERSION,
-            {"version_id": version_id},
+            version_poll,
             "provisioned",
             "gallery version creation",
             # Gallery operations take tens of minutes; Azure itself asks for 60 s between polls.
@@ -436,7 +459,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             # The version stays Creating until every region replicated: same allowance.
             deadline=b.deadline + REPLICATION_ALLOWANCE,
         )
-        final = yield from _replicate(b, version_id)
+        final = yield from _replicate(b, version_poll)
         outcome["regions"] = final.get("regions")
         outcome["gallery"] = gallery
         outcome["status"] = "staged"
@@ -444,6 +467,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
     except Exception as error:
         outcome["status"] = "failed"
         outcome["error"] = failure_text(error)
+        outcome["failed_phase"] = b.phase
         b.status["error"] = outcome["error"]
     if outcome["status"] == "failed" and outcome.get("version_id"):
         # A version from a failed build must never be activated later: delete it.
@@ -493,4 +517,24 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             },
         )
         return outcome
+    # The failure event carries the error as the build saw it (Azure's code and message).
+    try:
+        yield from call(
+            context,
+            names.ACT_PUBLISH_EVENT,
+            {
+                "event_type": names.EG_BUILD_FAILED,
+                "event_id": f"failed-{b.build_id}",
+                "subject": f"images/{b.image}/builds/{b.build_id}",
+                "data": {
+                    "image": b.image,
+                    "build_id": b.build_id,
+                    "version": outcome.get("version"),
+                    "phase": outcome["failed_phase"],
+                    "error": outcome["error"],
+                },
+            },
+        )
+    except Exception as error:  # the build's own failure is what counts
+        outcome["event_error"] = failure_text(error)
     raise StepFailedError(f"build of {b.image} failed: {outcome['error']}")

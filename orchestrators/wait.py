@@ -6,17 +6,31 @@ few events every ten seconds, and the Durable SDK replays the whole history at e
 multi-hour build would replay thousands of events hundreds of times. Each wait therefore runs as
 its own sub-orchestration: its history holds only its own polls, the build's history one event
 per wait. Verdicts are named (a sub-orchestration's input must be JSON) and pure.
+
+A poll is not the operation: a poll that fails for a temporary reason (429, 503, a time-out)
+is only a poll without news. The wait backs off (respecting Retry-After) and keeps polling until
+its own deadline; only the deadline, a permanent error or the verdict ends it. A failed
+operation's error (Azure's code and message) is carried word for word into the failure.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
 
-from orchestrators._flow import Flow, StepFailedError, Verdict, call, failure_text, now
+from orchestrators._flow import (
+    Flow,
+    StepFailedError,
+    Verdict,
+    call_once,
+    failure_text,
+    now,
+    poll_delay,
+)
 from shared import names
 
 bp = df.Blueprint()
@@ -39,7 +53,8 @@ def _provisioned(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
         regions = _failed_regions(state)
         where = f"replication failed in {', '.join(regions)}" if regions else ""
         detail = "; ".join(x for x in (str(state.get("error") or ""), where) if x)
-        return f"provisioning failed: {detail or 'no detail'}"
+        # Azure said nothing more than "Failed" (no operation error, no region details).
+        return f"provisioning failed: {detail or 'Azure reported Failed without an error'}"
     return bool(state.get("exists")) and provisioning == "Succeeded"
 
 
@@ -84,6 +99,16 @@ VERDICTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Verdict]] = {
 }
 
 
+_CHILD_PREFIX = re.compile(
+    r"^(?:Orchestrator function '[^']*' failed: |StepFailedError: |PermanentError: )+"
+)
+
+
+def _child_reason(text: str) -> str:
+    """A failed wait's own words, without the SDK's and the error model's prefixes."""
+    return _CHILD_PREFIX.sub("", text)
+
+
 def wait(
     context: Any,
     activity: str,
@@ -113,7 +138,7 @@ def wait(
             names.ORCH_WAIT_FOR_OPERATION, spec, child
         )
     except Exception as error:  # a failed child surfaces as a plain exception
-        raise StepFailedError(failure_text(error).removeprefix("PermanentError: ")) from None
+        raise StepFailedError(_child_reason(failure_text(error))) from None
     return state
 
 
@@ -125,8 +150,10 @@ POLLS_PER_EXECUTION = 20
 def wait_for_operation(context: df.DurableOrchestrationContext) -> Flow:
     """Poll one activity on durable timers until a named verdict holds; return the last state.
 
-    After ``POLLS_PER_EXECUTION`` polls it continues as new with the same input, so a wait of
-    hours (gallery replication) never builds a long history.
+    A poll failing for a temporary reason is retried after a back-off (never shorter than
+    Azure's Retry-After) until the wait's deadline; a permanent failure ends the wait. After
+    ``POLLS_PER_EXECUTION`` polls it continues as new (carrying the count of failed polls in a
+    row), so a wait of hours (gallery replication) never builds a long history.
     """
     spec: dict[str, Any] = context.get_input() or {}
     check = VERDICTS[spec["verdict"]]
@@ -134,9 +161,30 @@ def wait_for_operation(context: df.DurableOrchestrationContext) -> Flow:
     what = str(spec["what"])
     interval = timedelta(seconds=int(spec["interval_seconds"]))
     deadline = datetime.fromisoformat(spec["deadline"])
+    failures = int(spec.get("failures") or 0)
     for _ in range(POLLS_PER_EXECUTION):
-        state: dict[str, Any] = yield from call(context, spec["activity"], spec["payload"])
+        polled = yield from call_once(context, spec["activity"], spec["payload"])
         current = now(context)
+        if not polled.ok:
+            failures += 1
+            context.set_custom_status(
+                {
+                    "what": what,
+                    "poll_error": str(polled.error)[:500],
+                    "failed_polls": failures,
+                    "at": current.isoformat(),
+                }
+            )
+            if current >= deadline:
+                raise StepFailedError(
+                    f"{what}: not finished by the deadline {deadline.isoformat()}; the last "
+                    f"{failures} status polls failed: {polled.error}"
+                )
+            delay = poll_delay(interval, failures, polled.retry_after)
+            yield context.create_timer(min(current + delay, deadline))
+            continue
+        failures = 0
+        state: dict[str, Any] = polled.result or {}
         # Progress only: guest output (which may hold anything a script printed) stays out.
         shown = {k: v for k, v in state.items() if k not in {"output", "error"}}
         context.set_custom_status({"what": what, "state": shown, "at": current.isoformat()})
@@ -148,5 +196,5 @@ def wait_for_operation(context: df.DurableOrchestrationContext) -> Flow:
         if current >= deadline:
             raise StepFailedError(f"{what}: not finished by the deadline {deadline.isoformat()}")
         yield context.create_timer(min(current + interval, deadline))
-    context.continue_as_new(spec)
+    context.continue_as_new({**spec, "failures": failures})
     return None

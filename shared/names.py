@@ -62,6 +62,7 @@ EG_IMAGE_VERSION_STAGED: Final = "ImageFactory.ImageVersionStaged"
 # Every lifecycle transition: EG_IMAGE_VERSION_PREFIX + the state (lifecycle.event_type_of).
 EG_IMAGE_VERSION_PREFIX: Final = "ImageFactory.ImageVersion"
 EG_IMAGE_VERSION_VALIDATED: Final = "ImageFactory.ImageVersionValidated"
+EG_BUILD_FAILED: Final = "ImageFactory.BuildFailed"
 
 
 # Orchestration instance ids (one place, so triggers, tools and orchestrators agree)

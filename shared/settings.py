@@ -7,6 +7,7 @@ application settings; the devhost from local.settings.json and the environment.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -30,6 +31,28 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     return value
 
 
+_IDENTITY_ID = re.compile(
+    r"/subscriptions/[^/\s']+/resourceGroups/[^/\s']+/providers/"
+    r"Microsoft\.ManagedIdentity/userAssignedIdentities/[^/\s']+",
+    re.IGNORECASE,
+)
+
+
+def _identity(raw: str) -> str | None:
+    """BUILD_VM_IDENTITY_ID: a user-assigned identity's resource id, or unset."""
+    value = raw.strip()
+    if not value:
+        return None
+    if not _IDENTITY_ID.fullmatch(value):
+        raise InputError.single(
+            "BUILD_VM_IDENTITY_ID",
+            "must be the resource id of a user-assigned managed identity "
+            "(/subscriptions/.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME)",
+            "bad setting",
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The settings the functions read; see docs/settings.md for each one."""
@@ -46,6 +69,7 @@ class Settings:
     eventgrid_local: bool = False
     sysprep_signal_url: str | None = None
     poll_interval_seconds: int = 15
+    build_vm_identity_id: str | None = None
 
     @property
     def uses_emulator(self) -> bool:
@@ -79,6 +103,7 @@ class Settings:
             eventgrid_topic_endpoint=env.get("EVENTGRID_TOPIC_ENDPOINT", "").strip() or None,
             sysprep_signal_url=env.get("SYSPREP_SIGNAL_URL", "").strip() or None,
             poll_interval_seconds=_int(env, "POLL_INTERVAL_SECONDS", 15, 5, 3600),
+            build_vm_identity_id=_identity(env.get("BUILD_VM_IDENTITY_ID", "")),
         )
 
 

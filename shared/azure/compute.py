@@ -12,6 +12,7 @@ pipeline (:func:`arm_nic_request`), so no ``azure-mgmt-network`` dependency is n
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any, Final
@@ -136,7 +137,19 @@ def _vm_body(spec: VmSpec) -> dict[str, Any]:
             "adminPassword": spec.admin_password,
             "windowsConfiguration": {"provisionVMAgent": True, "enableAutomaticUpdates": False},
         }
-    return {"location": spec.location, "tags": dict(spec.tags), "properties": properties}
+    body: dict[str, Any] = {
+        "location": spec.location,
+        "tags": dict(spec.tags),
+        "properties": properties,
+    }
+    if spec.identity_id:
+        # The build VM's own identity: it publishes "sysprep finished" with a token from IMDS
+        # (role EventGrid Data Sender on the app's topic), never with a key.
+        body["identity"] = {
+            "type": "UserAssigned",
+            "userAssignedIdentities": {spec.identity_id: {}},
+        }
+    return body
 
 
 def begin_create_vm(settings: Settings, spec: VmSpec) -> str:
@@ -308,8 +321,12 @@ def begin_create_snapshot(
     location: str,
     source_disk_id: str,
     tags: Mapping[str, str],
+    *,
+    hook: ResponseHook | None = None,
 ) -> str:
-    """Start a full snapshot of a managed disk (or a copy of a snapshot). Returns its id."""
+    """Start a full snapshot of a managed disk (or a copy of a snapshot). Returns its id.
+
+    ``hook`` sees the raw answer (e.g. an :class:`OperationMonitor`)."""
     source = ResourceId.parse(source_disk_id, "source_disk_id")
     if not (source.is_type(DISK_TYPE) or source.is_type(SNAPSHOT_TYPE)):
         raise InputError.single(
@@ -327,7 +344,7 @@ def begin_create_snapshot(
     client = client_for(settings)
     with azure_call(f"create snapshot {name}"):
         client.snapshots.begin_create_or_update(
-            resource_group, name, models.Snapshot(body), polling=False
+            resource_group, name, models.Snapshot(body), polling=False, raw_response_hook=hook
         )
     return snapshot_id(settings, resource_group, name)
 
@@ -340,6 +357,8 @@ def begin_create_disk_from_snapshot(
     source_snapshot_id: str,
     tags: Mapping[str, str],
     storage_account_type: str = "StandardSSD_LRS",
+    *,
+    hook: ResponseHook | None = None,
 ) -> str:
     """Start a managed disk copied from a snapshot (OS type and generation come with it)."""
     ResourceId.parse(source_snapshot_id, "snapshot_id", SNAPSHOT_TYPE)
@@ -353,7 +372,9 @@ def begin_create_disk_from_snapshot(
     }
     client = client_for(settings)
     with azure_call(f"create disk {name}"):
-        client.disks.begin_create_or_update(resource_group, name, models.Disk(body), polling=False)
+        client.disks.begin_create_or_update(
+            resource_group, name, models.Disk(body), polling=False, raw_response_hook=hook
+        )
     return disk_id(settings, resource_group, name)
 
 
@@ -613,3 +634,63 @@ def json_body(response: HttpResponse) -> dict[str, Any]:
         return {}
     parsed = json.loads(text)
     return parsed if isinstance(parsed, dict) else {}
+
+
+# ---- long-running operations: the error of a failed one ---------------------------------
+
+
+class OperationMonitor:
+    """A ``raw_response_hook`` that keeps the operation-status URL of a ``begin_*`` call.
+
+    ARM answers a long-running PUT/POST/DELETE with ``Azure-AsyncOperation`` (or ``Location``);
+    the operation's ``error`` (code and message) is only there, never on the resource, so a
+    caller that does not poll the SDK's poller keeps the URL to read the error later.
+    """
+
+    def __init__(self) -> None:
+        self.url: str | None = None
+
+    def __call__(self, response: PipelineResponse[Any, Any]) -> None:
+        headers = response.http_response.headers
+        found = headers.get("Azure-AsyncOperation") or headers.get("Location")
+        if found and self.url is None:
+            self.url = str(found)
+
+
+PUBLIC_ARM_ENDPOINT: Final = "https://management.azure.com"
+
+
+def _same_endpoint(settings: Settings, url: str) -> bool:
+    """The URL is on the ARM endpoint this app talks to (its token goes nowhere else)."""
+    wanted = urllib.parse.urlsplit(settings.arm_endpoint or PUBLIC_ARM_ENDPOINT)
+    found = urllib.parse.urlsplit(url)
+    return (found.scheme, found.netloc.lower()) == (wanted.scheme, wanted.netloc.lower())
+
+
+def operation_error(settings: Settings, url: str | None) -> str | None:
+    """``"Code: message"`` of a failed (or cancelled) operation; None while it runs or succeeded.
+
+    Reads ARM's operation status (``{"status": "Failed", "error": {"code", "message"}}``) through
+    the compute pipeline. An ``operationResults`` (Location) URL answers a failed operation with
+    the error status and the same error body. Azure's words are kept as they are.
+    """
+    if not url or not _same_endpoint(settings, url):
+        return None
+    client = client_for(settings)
+    with azure_call("read the operation status"):
+        response = client.send_request(
+            HttpRequest("GET", url, headers={"Accept": "application/json"})
+        )
+        response.read()
+    try:
+        body = json_body(response)
+    except ValueError:
+        body = {}
+    status = str(body.get("status") or "")
+    if response.status_code < 400 and status not in ("Failed", "Canceled"):
+        return None
+    found = body.get("error")
+    error: dict[str, Any] = found if isinstance(found, dict) else {}
+    code = str(error.get("code") or status or response.status_code)
+    message = str(error.get("message") or "").strip()
+    return f"{code}: {message}" if message else code

@@ -314,8 +314,13 @@ def _version_body(spec: ImageVersionSpec) -> dict[str, Any]:
     }
 
 
-def begin_create_image_version(settings: Settings, spec: ImageVersionSpec) -> str:
-    """Send the version PUT (capture + replication start; nothing waits). Returns its id."""
+def begin_create_image_version(
+    settings: Settings, spec: ImageVersionSpec, *, hook: ResponseHook | None = None
+) -> str:
+    """Send the version PUT (capture + replication start; nothing waits). Returns its id.
+
+    ``hook`` sees the raw answer (e.g. an ``OperationMonitor`` keeping the operation URL).
+    """
     client = client_for(settings)
     with azure_call(f"create image version {spec.gallery}/{spec.image_definition}/{spec.version}"):
         client.gallery_image_versions.begin_create_or_update(
@@ -325,6 +330,7 @@ def begin_create_image_version(settings: Settings, spec: ImageVersionSpec) -> st
             spec.version,
             models.GalleryImageVersion(_version_body(spec)),
             polling=False,
+            raw_response_hook=hook,
         )
     return image_version_id(
         settings, spec.resource_group, spec.gallery, spec.image_definition, spec.version

@@ -185,6 +185,7 @@ class VmSpec:
     admin_password: str = field(default="", repr=False)
     os_type: str = "Windows"
     os_disk_storage_type: str = "StandardSSD_LRS"
+    identity_id: str | None = None  # a user-assigned managed identity for the VM
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final, Literal
@@ -56,6 +57,9 @@ _DRIVE_C = r"(?:C:|'C:'|\"C:\")"
 _REG_TYPES = "REG_SZ|REG_EXPAND_SZ|REG_DWORD|REG_QWORD|REG_MULTI_SZ|REG_BINARY"
 _PS_TYPES = "String|ExpandString|DWord|QWord|MultiString|Binary"
 SYSPREP_PATH: Final = r"C:\Windows\System32\Sysprep\sysprep.exe"
+# The instance metadata service's token endpoint (reachable only from inside the VM).
+IMDS_TOKEN_URL: Final = "http://169.254.169.254/metadata/identity/oauth2/token"  # noqa: S105
+EVENTGRID_RESOURCE: Final = "https://eventgrid.azure.net"
 
 
 @dataclass(frozen=True)
@@ -306,6 +310,69 @@ COMMANDS: Final[tuple[Command, ...]] = (
         (
             "Invoke-RestMethod -Method Post -Uri 'https://127.0.0.1:7071/api/signal' "
             "-ContentType 'application/json' -Body '{\"build_id\": \"b1\"}'",
+        ),
+        customisation=False,
+        check=_check_json_body,
+    ),
+    _cmd(
+        "try",
+        "try {",
+        "start a block whose error goes to its catch (the sysprep signal is only a hint)",
+        r"try\s*\{",
+        r"try\b",
+        ("try {",),
+        customisation=False,
+    ),
+    _cmd(
+        "catch",
+        "} catch {",
+        "what runs when the try block failed",
+        r"\}\s*catch\s*\{",
+        r"\}\s*catch\b",
+        ("} catch {",),
+        customisation=False,
+    ),
+    _cmd(
+        "}",
+        "}",
+        "end the catch block",
+        r"\}",
+        r"\}",
+        ("}",),
+        customisation=False,
+    ),
+    _cmd(
+        "IMDS token",
+        "$<name> = Invoke-RestMethod -Method Get -Uri '<IMDS token url>' "
+        "-Headers @{Metadata='true'} [-TimeoutSec n]",
+        "take a token for the build VM's managed identity from the instance metadata service",
+        rf"\$(?P<var>[A-Za-z_]\w{{0,30}})\s*=\s*Invoke-RestMethod\s+-Method\s+Get\s+-Uri\s+"
+        rf"'(?P<uri>{re.escape(IMDS_TOKEN_URL)}\?[^'\s{_SMART_QUOTES}]+)'"
+        r"\s+-Headers\s+@\{Metadata\s*=\s*'true'\}(?:\s+-TimeoutSec\s+\d{1,3})?",
+        r"\$[A-Za-z_]\w*\s*=",
+        (
+            f"$imds = Invoke-RestMethod -Method Get -Uri '{IMDS_TOKEN_URL}?api-version="
+            "2018-02-01&resource=https://eventgrid.azure.net' -Headers @{Metadata='true'}",
+        ),
+        customisation=False,
+    ),
+    _cmd(
+        "Invoke-RestMethod (bearer)",
+        "Invoke-RestMethod -Method Post -Uri '<url>' -ContentType 'application/json' "
+        '-Headers @{Authorization="Bearer $($<name>.access_token)"} [-TimeoutSec n] '
+        "-Body '<json>'",
+        "publish 'sysprep finished' to the app's Event Grid topic with the identity's token",
+        rf"Invoke-RestMethod\s+-Method\s+Post\s+-Uri\s+'(?P<uri>https?://[^'\s{_SMART_QUOTES}]+)'"
+        r"\s+-ContentType\s+'application/json'"
+        r'\s+-Headers\s+@\{Authorization\s*=\s*"Bearer \$\(\$(?P<var>[A-Za-z_]\w{0,30})'
+        r'\.access_token\)"\}(?:\s+-TimeoutSec\s+\d{1,3})?'
+        rf"\s+-Body\s+'(?P<body>[^'\r\n{_SMART_QUOTES}]*)'",
+        r"Invoke-(?:RestMethod|WebRequest)\b",
+        (
+            "Invoke-RestMethod -Method Post -Uri 'https://topic.westeurope-1.eventgrid.azure.net"
+            "/api/events' -ContentType 'application/json' "
+            '-Headers @{Authorization="Bearer $($imds.access_token)"} -TimeoutSec 10 '
+            "-Body '[]'",
         ),
         customisation=False,
         check=_check_json_body,
@@ -681,13 +748,19 @@ def sysprep_script(
     signal_body: Mapping[str, Any] | Sequence[Any] | None = None,
     *,
     vm_mode: bool = False,
+    identity_id: str | None = None,
 ) -> tuple[str, ...]:
     """Generalize for capture and shut down; with ``signal_url``, report "finished" first.
 
     Without a signal: ``sysprep /generalize /oobe /shutdown /quiet``. With one: sysprep with
-    ``/quit``, then ``Invoke-RestMethod`` POSTs ``signal_body`` (JSON) to ``signal_url``, then
-    ``Stop-Computer -Force`` - so the signal is sent only when sysprep has succeeded (a failed
-    sysprep ends the script with its error before the POST).
+    ``/quit``, then POST ``signal_body`` (JSON) to ``signal_url``, then ``Stop-Computer -Force``,
+    so the signal is sent only when sysprep has succeeded (a failed sysprep ends the script with
+    its error before the POST). The signal is only a hint: the POST sits in ``try``/``catch``,
+    so a refused or timed-out post never fails the script (the factory polls anyway).
+
+    With ``identity_id`` (a user-assigned managed identity the VM holds) the script first takes
+    a token for Event Grid from the instance metadata service and posts with
+    ``Authorization: Bearer``: the secure way to publish to the app's topic, with no key.
     """
     mode = " /mode:vm" if vm_mode else ""
     if signal_url is None:
@@ -696,10 +769,36 @@ def sysprep_script(
         raise InputError.single("signal_url", "must be an http(s) URL without quotes or spaces")
     body = json.dumps(signal_body if signal_body is not None else {}, separators=(",", ":"))
     body = body.replace("'", "\\u0027")  # valid JSON that cannot end the single-quoted string
+    post = f"Invoke-RestMethod -Method Post -Uri '{signal_url}' -ContentType 'application/json' "
+    if identity_id is None:
+        send: tuple[str, ...] = (f"{post}-Body '{body}'",)
+    else:
+        if not re.fullmatch(r"/subscriptions/[^'\s]+/userAssignedIdentities/[^/'\s]+", identity_id):
+            raise InputError.single(
+                "identity_id", "must be the resource id of a user-assigned managed identity"
+            )
+        query = urllib.parse.urlencode(
+            {
+                "api-version": "2018-02-01",
+                "resource": EVENTGRID_RESOURCE,
+                "msi_res_id": identity_id,
+            },
+            safe=":/",
+        )
+        send = (
+            f"$imds = Invoke-RestMethod -Method Get -Uri '{IMDS_TOKEN_URL}?{query}' "
+            "-Headers @{Metadata='true'} -TimeoutSec 10",
+            f'{post}-Headers @{{Authorization="Bearer $($imds.access_token)"}} -TimeoutSec 10 '
+            f"-Body '{body}'",
+        )
     lines = (
         f"{SYSPREP_PATH} /generalize /oobe /quit /quiet{mode}",
-        f"Invoke-RestMethod -Method Post -Uri '{signal_url}' -ContentType 'application/json' "
-        f"-Body '{body}'",
+        "try {",
+        *send,
+        "} catch {",
+        "Write-Output 'the sysprep signal was not sent: the factory notices the shutdown by "
+        "polling'",
+        "}",
         "Stop-Computer -Force",
     )
     check_script(lines, customisation=False, path="sysprep_script")

@@ -17,6 +17,7 @@ from tests.activities.conftest import (
     WIN11,
     WIN11_LATEST,
     activity,
+    add_fault,
     plan_for,
     point_app_at,
     wait_for,
@@ -330,3 +331,29 @@ def test_publish_event_activity(
     with pytest.raises(InputError) as caught:
         activity(names.ACT_PUBLISH_EVENT)({"event_type": "", "subject": "s"})
     assert caught.value.errors[0].path == "event_type"
+
+
+def test_a_failed_snapshot_reports_the_operations_error_in_azures_words(
+    app_env: EmulatorEnv,
+) -> None:
+    plan = plan_for(app_env.subscription, BUILD)
+    source_vm = _running_vm(plan)
+    os_disk = activity(names.ACT_GET_VM_STATE)({"vm_id": source_vm})["os_disk_id"]
+    add_fault(
+        app_env,
+        type="lro_failure",
+        op="Microsoft.Compute/snapshots/write",
+        code="CopyFailed",
+        message="The copy of disk 'osdisk' did not complete.",
+        count=1,
+    )
+    created = activity(names.ACT_CREATE_SNAPSHOT)(
+        {"plan": plan, "build_id": BUILD, "source_disk_id": os_disk, "name": "snap-fails"}
+    )
+    assert "/operations/" in str(created["operation_url"])
+    poll = {"resource_id": created["snapshot_id"], "operation_url": created["operation_url"]}
+    final = wait_for(
+        lambda: activity(names.ACT_GET_RESOURCE_STATE)(poll),
+        lambda s: s["provisioning_state"] == "Failed" or not s["exists"],
+    )
+    assert final["error"] == "CopyFailed: The copy of disk 'osdisk' did not complete.", final

@@ -209,8 +209,10 @@ def test_staged_version_from_a_generalized_vm_replicates_everywhere(app_env: Emu
     created = activity(names.ACT_CREATE_IMAGE_VERSION)(payload)
     version_id = created["version_id"]
     assert version_id.endswith(f"/galleries/galFactory/images/win11-office/versions/{version}")
-    # Create-or-get: the retried activity does not send a second PUT.
-    assert activity(names.ACT_CREATE_IMAGE_VERSION)(payload) == created
+    # The create operation's status URL, where Azure keeps the error if the create fails.
+    assert "/operations/" in str(created["operation_url"])
+    # Create-or-get: the retried activity does not send a second PUT (so no new operation).
+    assert activity(names.ACT_CREATE_IMAGE_VERSION)(payload) == {"version_id": version_id}
 
     final = wait_for(
         lambda: activity(names.ACT_GET_IMAGE_VERSION)({"version_id": version_id}),
@@ -360,7 +362,7 @@ def test_failed_replication_shows_per_region(app_env: EmulatorEnv) -> None:
     add_fault(app_env, type="flag", kind="replication_fails", match={"region": "northeurope"})
     version = activity(names.ACT_ALLOCATE_VERSION)({"plan": plan, "build_id": BUILD})["version"]
     vm_id = _generalized_vm(app_env, plan)
-    version_id = activity(names.ACT_CREATE_IMAGE_VERSION)(
+    created = activity(names.ACT_CREATE_IMAGE_VERSION)(
         {
             "plan": plan,
             "build_id": BUILD,
@@ -368,10 +370,15 @@ def test_failed_replication_shows_per_region(app_env: EmulatorEnv) -> None:
             "source_vm_id": vm_id,
             "manifest": _manifest(plan, version),
         }
-    )["version_id"]
+    )
+    poll = {"version_id": created["version_id"], "operation_url": created["operation_url"]}
     final = wait_for(
-        lambda: activity(names.ACT_GET_IMAGE_VERSION)({"version_id": version_id}),
-        lambda s: s["regions"].get("northeurope", {}).get("state") == "Failed",
+        lambda: activity(names.ACT_GET_IMAGE_VERSION)(poll),
+        lambda s: s["provisioning_state"] == "Failed",
     )
     assert final["regions"]["northeurope"]["details"]
     assert final["aggregated_state"] == "Failed", final
+    # The create operation's error, in Azure's words (code: message).
+    assert str(final["error"]).startswith(
+        "ReplicationJobsNotCompleted: Replication job not completed at region: 'North Europe'."
+    ), final

@@ -12,6 +12,7 @@ from shared import names
 from shared.domain.naming import build_resource_names
 from shared.domain.steps import content_hash
 from shared.errors import ConflictError, InputError, NotFoundError, TemporaryError
+from shared.settings import Settings
 from tests.activities.conftest import WIN11_LATEST, activity, ensure, point_app_at
 from tests.emulator.conftest import EmulatorEnv, EmulatorFactory
 
@@ -199,14 +200,60 @@ def test_signal_url_makes_sysprep_post_the_finished_event(
         IMAGE_CATALOGUE_PATH=str(path),
         SYSPREP_SIGNAL_URL="https://127.0.0.1:9/api/sysprep",
     )
-    script = _resolve()["sysprep_script"]
+    plan = _resolve()
+    script = plan["sysprep_script"]
     assert "/quit" in script[0]
-    post = script[1]
+    assert script[1] == "try {"  # the signal is a hint: a refused post never fails sysprep
+    post = script[2]
     assert post.startswith("Invoke-RestMethod -Method Post -Uri 'https://127.0.0.1:9/api/sysprep'")
+    assert "Authorization" not in post
     assert names.EG_SYSPREP_FINISHED in post
     assert f'"build_id":"{BUILD}"' in post
     assert "/virtualMachines/vm-win11-office-1a2b3c4d" in post
-    assert script[2] == "Stop-Computer -Force"
+    assert script[-1] == "Stop-Computer -Force"
+    assert plan["build_vm_identity_id"] is None
+
+
+IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-image-factory"
+    "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-build-vm"
+)
+
+
+def test_an_identity_makes_sysprep_publish_to_the_topic_with_an_imds_token(
+    emulator_env: EmulatorEnv, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = write_catalogue(tmp_path, emulator_env.subscription)
+    point_app_at(
+        emulator_env,
+        monkeypatch,
+        IMAGE_CATALOGUE_PATH=str(path),
+        SYSPREP_SIGNAL_URL="https://127.0.0.1:9/api/sysprep",  # the identity path wins
+        EVENTGRID_TOPIC_ENDPOINT="https://127.0.0.1:9/api/events",
+        BUILD_VM_IDENTITY_ID=IDENTITY,
+    )
+    plan = _resolve()
+    assert plan["build_vm_identity_id"] == IDENTITY
+    script = plan["sysprep_script"]
+    assert script[2].startswith(
+        "$imds = Invoke-RestMethod -Method Get -Uri 'http://169.254.169.254/"
+    )
+    assert "msi_res_id=" + IDENTITY in script[2]
+    assert script[3].startswith(
+        "Invoke-RestMethod -Method Post -Uri 'https://127.0.0.1:9/api/events'"
+    )
+    assert 'Authorization="Bearer $($imds.access_token)"' in script[3]
+    assert names.EG_SYSPREP_FINISHED in script[3]
+
+
+def test_a_malformed_identity_setting_is_refused_naming_it() -> None:
+    env = {"AZURE_SUBSCRIPTION_ID": "00000000-0000-0000-0000-000000000001"}
+    with pytest.raises(InputError) as caught:
+        Settings.from_env({**env, "BUILD_VM_IDENTITY_ID": "id-build-vm"})
+    assert caught.value.errors[0].path == "BUILD_VM_IDENTITY_ID"
+    assert Settings.from_env({**env, "BUILD_VM_IDENTITY_ID": IDENTITY}).build_vm_identity_id == (
+        IDENTITY
+    )
 
 
 def test_unknown_image_is_not_found_by_name(catalogue_env: EmulatorEnv) -> None:

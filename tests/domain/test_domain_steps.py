@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -61,6 +62,11 @@ def test_the_command_set_covers_the_documented_commands() -> None:
         "sysprep",
         "Stop-Computer",
         "Invoke-RestMethod",
+        "try",
+        "catch",
+        "}",
+        "IMDS token",
+        "Invoke-RestMethod (bearer)",
     }
 
 
@@ -84,7 +90,16 @@ def test_commands_are_case_insensitive_like_powershell() -> None:
 
 def test_factory_commands_are_reserved_in_customisation_steps() -> None:
     reserved = [c for c in COMMANDS if not c.customisation]
-    assert {c.name for c in reserved} == {"sysprep", "Stop-Computer", "Invoke-RestMethod"}
+    assert {c.name for c in reserved} == {
+        "sysprep",
+        "Stop-Computer",
+        "Invoke-RestMethod",
+        "try",
+        "catch",
+        "}",
+        "IMDS token",
+        "Invoke-RestMethod (bearer)",
+    }
     for command in reserved:
         reason = line_problem(command.examples[0])
         assert reason is not None
@@ -373,16 +388,73 @@ def test_sysprep_with_signal_quits_posts_then_stops() -> None:
     body = {"eventType": "ImageFactory.SysprepFinished", "data": {"build_id": "b'1", "vm_id": "v"}}
     script = sysprep_script("https://127.0.0.1:7071/api/signal?code=x", [body])
     assert script[0] == f"{SYSPREP} /generalize /oobe /quit /quiet"
-    assert script[2] == "Stop-Computer -Force"
+    # The post is only a hint: it sits in try/catch, so a refused post never fails the script.
+    assert script[1] == "try {"
+    assert script[3:6] == (
+        "} catch {",
+        "Write-Output 'the sysprep signal was not sent: the factory notices the shutdown by "
+        "polling'",
+        "}",
+    )
+    assert script[6] == "Stop-Computer -Force"
     match = re.fullmatch(
         r"Invoke-RestMethod -Method Post -Uri '(?P<uri>[^']+)' -ContentType 'application/json' "
         r"-Body '(?P<body>[^']*)'",
-        script[1],
+        script[2],
     )
     assert match is not None
     assert match.group("uri") == "https://127.0.0.1:7071/api/signal?code=x"
     assert json.loads(match.group("body")) == [body]  # the quote travels as \u0027
     check_script(script, customisation=False)
+
+
+IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-image-factory"
+    "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-build-vm"
+)
+
+
+def test_sysprep_with_an_identity_takes_a_token_from_imds_and_posts_with_it() -> None:
+    topic = "https://factory.westeurope-1.eventgrid.azure.net/api/events"
+    script = sysprep_script(topic, [{"id": "1"}], identity_id=IDENTITY)
+    assert script[1] == "try {"
+    token_line, post_line = script[2], script[3]
+    url = re.search(r"-Uri '([^']+)'", token_line)
+    assert url is not None
+    split = urllib.parse.urlsplit(url.group(1))
+    assert (split.scheme, split.netloc, split.path) == (
+        "http",
+        "169.254.169.254",
+        "/metadata/identity/oauth2/token",
+    )
+    assert dict(urllib.parse.parse_qsl(split.query)) == {
+        "api-version": "2018-02-01",
+        "resource": "https://eventgrid.azure.net",
+        "msi_res_id": IDENTITY,
+    }
+    assert "-Headers @{Metadata='true'}" in token_line
+    assert token_line.startswith("$imds = Invoke-RestMethod -Method Get ")
+    assert f"-Uri '{topic}'" in post_line
+    assert '-Headers @{Authorization="Bearer $($imds.access_token)"}' in post_line
+    assert "key" not in post_line.lower()  # no key, no SAS: the token only
+    assert script[-1] == "Stop-Computer -Force"
+    check_script(script, customisation=False)
+
+
+def test_an_identity_must_be_a_user_assigned_identity_id() -> None:
+    with pytest.raises(InputError) as info:
+        sysprep_script("https://x/api/events", [], identity_id="id-build-vm")
+    assert info.value.errors[0].path == "identity_id"
+
+
+def test_the_token_and_bearer_lines_are_refused_in_customisation_steps() -> None:
+    script = sysprep_script("https://x/api/events", [], identity_id=IDENTITY)
+    factory_only = [line for line in script if not line.startswith("Write-Output")]
+    assert len(factory_only) == 7
+    for line in factory_only:
+        reason = line_problem(line)
+        assert reason is not None, line
+        assert "reserved for the factory" in reason, line
 
 
 @pytest.mark.parametrize("url", ["ftp://x", "https://x/a b", "https://x/'", "not a url"])

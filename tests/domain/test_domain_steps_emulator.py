@@ -29,17 +29,27 @@ guest = pytest.importorskip(
 CATALOGUE = Path(__file__).resolve().parents[2] / "catalogue" / "images.yaml"
 
 
-def _run(state: object, lines: tuple[str, ...]) -> object:
-    context = guest.ScriptContext(now=lambda: datetime(2026, 1, 5, tzinfo=UTC))
+def _run(state: object, lines: tuple[str, ...], imds: object = None) -> object:
+    """Run a script the way the emulator does (try/catch included), without HTTP."""
+    context = guest.ScriptContext(now=lambda: datetime(2026, 1, 5, tzinfo=UTC), imds=imds)
     for step in guest.parse_script("\n".join(lines)):
+        if not guest.should_run(step, context):
+            continue
         step.run(state, context)
+        guest.settle(step, context)
         if context.exit_code is not None:
             break
     return context
 
 
+BLOCK = ("try {", "Write-Output 'in try'", "} catch {", "Write-Output 'in catch'", "}")
+
+
 @pytest.mark.parametrize("line", [e for c in COMMANDS for e in c.examples], ids=lambda x: x[:60])
 def test_every_documented_example_parses_in_the_emulator(line: str) -> None:
+    if line in BLOCK:  # a block line parses only inside its whole block
+        assert guest.parse_script("\n".join(BLOCK))
+        return
     assert guest.parse_script(line)
 
 
@@ -89,3 +99,47 @@ def test_sysprep_script_generalizes_and_signals_in_the_emulator() -> None:
         ("https://127.0.0.1:7071/api/sysprep", "application/json", '{"build_id":"b-1"}')
     ]
     assert context.power_request == "stop"  # type: ignore[attr-defined]
+
+
+IDENTITY = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-image-factory"
+    "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-build-vm"
+)
+TOPIC = "https://127.0.0.1:8443/_emulator/eventgrid/topics/factory/api/events"
+
+
+def _win11() -> object:
+    return guest.marketplace_guest(
+        "MicrosoftWindowsDesktop", "windows-11", "win11-24h2-avd", "1.2.3"
+    )
+
+
+def test_the_identity_script_posts_with_the_token_imds_gave() -> None:
+    asked: list[tuple[str, dict[str, str]]] = []
+
+    def imds(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+        asked.append((url, headers))
+        return 200, {"access_token": "tok-123", "token_type": "Bearer"}
+
+    state = _win11()
+    context = _run(state, sysprep_script(TOPIC, [{"id": "1"}], identity_id=IDENTITY), imds)
+    assert len(asked) == 1
+    assert asked[0][1] == {"Metadata": "true"}
+    posts = context.http_posts  # type: ignore[attr-defined]
+    assert [(p[0], p[3]) for p in posts] == [(TOPIC, {"Authorization": "Bearer tok-123"})]
+    assert context.power_request == "stop"  # type: ignore[attr-defined]
+    assert context.exit_code is None  # type: ignore[attr-defined]
+
+
+def test_without_a_token_the_script_skips_the_post_and_still_shuts_down() -> None:
+    def imds(url: str, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+        return 400, {"error": "invalid_request", "error_description": "Identity not found"}
+
+    state = _win11()
+    context = _run(state, sysprep_script(TOPIC, [{"id": "1"}], identity_id=IDENTITY), imds)
+    assert context.http_posts == []  # type: ignore[attr-defined]
+    assert state.sysprepped  # type: ignore[attr-defined]
+    assert context.power_request == "stop"  # type: ignore[attr-defined]
+    assert context.exit_code is None  # type: ignore[attr-defined]
+    assert context.stderr == []  # type: ignore[attr-defined]
+    assert any("signal was not sent" in line for line in context.stdout)  # type: ignore[attr-defined]

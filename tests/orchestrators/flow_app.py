@@ -18,6 +18,8 @@ SCRIPT: dict[str, list[str]] = {}
 CALLS: dict[str, int] = {}
 _lock = threading.Lock()
 STATES: list[dict[str, Any]] = []
+# Every state the probe answered or raised, in order (to check what the wait did).
+PROBED: list[dict[str, Any]] = []
 
 
 @bp.activity_trigger(input_name="payload", activity="flaky")
@@ -36,7 +38,13 @@ def flaky(payload: dict[str, Any]) -> dict[str, Any]:
 @bp.activity_trigger(input_name="payload", activity="probe")
 def probe(payload: dict[str, Any]) -> dict[str, Any]:
     with _lock:
-        return STATES.pop(0) if STATES else {"exists": False}
+        state = STATES.pop(0) if STATES else {"exists": False}
+        PROBED.append(state)
+    if state.get("_raise") == "temp":
+        raise TemporaryError("503 ServiceUnavailable", retry_after=state.get("_retry_after"))
+    if state.get("_raise") == "perm":
+        raise PermanentError("AuthorizationFailed: no read permission")
+    return state
 
 
 @bp.orchestration_trigger(context_name="context", orchestration="exercise_call")

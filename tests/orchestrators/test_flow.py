@@ -34,6 +34,7 @@ def engine() -> Iterator[Engine]:
     flow_app.SCRIPT.clear()
     flow_app.CALLS.clear()
     flow_app.STATES.clear()
+    flow_app.PROBED.clear()
     try:
         yield eng
     finally:
@@ -94,6 +95,49 @@ def test_wait_gives_up_at_its_deadline(engine: Engine) -> None:
     status = _run(engine, "exercise_wait", {"verdict": "gone", "deadline_s": 30})
     assert status["runtimeStatus"] == "Failed"
     assert "not finished by the deadline" in str(status["output"])
+
+
+def test_a_wait_polls_through_more_temporary_failures_than_a_retried_call_allows(
+    engine: Engine,
+) -> None:
+    # 25 failed polls in a row: more than a retried call's 6 attempts and more than one
+    # execution's polls (continue-as-new in the middle), then the operation is done.
+    failing = 25
+    flow_app.STATES.extend({"_raise": "temp"} for _ in range(failing))
+    flow_app.STATES.append({"exists": False})
+    status = _run(engine, "exercise_wait", {"verdict": "gone", "deadline_s": 86400})
+    assert status["runtimeStatus"] == "Completed", status["output"]
+    assert status["output"] == {"exists": False}
+    assert len(flow_app.PROBED) == failing + 1
+
+
+def test_a_failing_poll_waits_at_least_azures_retry_after(engine: Engine) -> None:
+    flow_app.STATES.extend({"_raise": "temp", "_retry_after": 600} for _ in range(3))
+    flow_app.STATES.append({"exists": False})
+    status = _run(engine, "exercise_wait", {"verdict": "gone", "deadline_s": 86400})
+    assert status["runtimeStatus"] == "Completed", status["output"]
+    # Three Retry-After: 600 answers: the wait cannot have polled again sooner than that.
+    assert (engine.clock.now() - START).total_seconds() >= 1800
+
+
+def test_a_wait_whose_polls_keep_failing_ends_at_its_own_deadline(engine: Engine) -> None:
+    flow_app.STATES.extend({"_raise": "temp"} for _ in range(500))
+    status = _run(engine, "exercise_wait", {"verdict": "gone", "deadline_s": 3600})
+    assert status["runtimeStatus"] == "Failed"
+    text = str(status["output"])
+    assert "not finished by the deadline" in text
+    assert "503 ServiceUnavailable" in text  # the last poll's error, not "no detail"
+    elapsed = (engine.clock.now() - START).total_seconds()
+    assert 3600 <= elapsed < 3600 + 600, elapsed
+
+
+def test_a_permanent_poll_failure_ends_the_wait_at_once(engine: Engine) -> None:
+    flow_app.STATES.append({"_raise": "perm"})
+    flow_app.STATES.extend({"exists": False} for _ in range(3))
+    status = _run(engine, "exercise_wait", {"verdict": "gone"})
+    assert status["runtimeStatus"] == "Failed"
+    assert "AuthorizationFailed: no read permission" in str(status["output"])
+    assert len(flow_app.PROBED) == 1
 
 
 @pytest.mark.parametrize(
