@@ -55,7 +55,7 @@ def test_every_module_a_template_references_exists() -> None:
 
 
 @pytest.mark.skipif(_checkov() is None, reason="checkov is installed by `python3 dev.py test`")
-def test_checkov_fails_only_checks_with_a_written_reason() -> None:
+def test_checkov_fails_only_checks_with_a_written_reason(tmp_path: Path) -> None:
     skips = yaml.safe_load((INFRA / "checkov-skips.yaml").read_text())
     assert all(len(str(reason)) >= 60 for reason in skips.values()), "each skip needs a reason"
     run = subprocess.run(
@@ -74,7 +74,7 @@ def test_checkov_fails_only_checks_with_a_written_reason() -> None:
         text=True,
         timeout=300,
         check=False,
-        env={"PATH": "/usr/bin:/bin", "BC_SKIP_MAPPING": "TRUE", "HOME": str(ROOT)},
+        env={"PATH": "/usr/bin:/bin", "BC_SKIP_MAPPING": "TRUE", "HOME": str(tmp_path)},
     )
     report = json.loads(run.stdout)
     report = report[0] if isinstance(report, list) else report
