@@ -44,6 +44,22 @@ def ensure_venv() -> None:
     STAMP.write_text(wanted)
 
 
+TOOLS = ROOT / ".venv-tools"  # checkov lives apart: its pins would fight the app's
+TOOLS_SPEC = "checkov==3.3.*"
+
+
+def ensure_tools() -> None:
+    """The offline infra checker (checkov), in its own environment, installed once."""
+    stamp = TOOLS / ".spec"
+    if stamp.exists() and stamp.read_text().strip() == TOOLS_SPEC:
+        return
+    print(f"installing {TOOLS_SPEC} into {TOOLS}", flush=True)
+    venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
+    pip = [str(TOOLS / BIN.name / "python"), "-m", "pip", "install", "--disable-pip-version-check"]
+    subprocess.run([*pip, "-q", TOOLS_SPEC], check=True, cwd=ROOT)
+    stamp.write_text(TOOLS_SPEC)
+
+
 def run(*args: str) -> int:
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
     print("$", " ".join(args), flush=True)
@@ -55,6 +71,7 @@ def tool(name: str) -> str:
 
 
 def test(extra: list[str]) -> int:
+    ensure_tools()
     gates = [
         (tool("ruff"), "check", "."),
         (tool("ruff"), "format", "--check", "."),

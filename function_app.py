@@ -8,8 +8,13 @@ import azure.functions as func
 from activities import build as build_activities
 from activities import lifecycle as lifecycle_activities
 from orchestrators import build, build_queue, cleanup, lifecycle, wait
+from shared import telemetry
 from triggers import builds, events, timers
 from triggers import lifecycle as lifecycle_triggers
+
+# Traces and metrics (Azure Monitor in Azure, console/file locally, off by default): the worker
+# must set the providers up before the first invocation, so this is the one setup at import.
+telemetry.configure()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 

@@ -24,6 +24,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 
 from activities import _plan
 from activities._plan import BuildPlan
+from activities._registry import registered
 from shared import names
 from shared.azure import compute, eventgrid, gallery
 from shared.azure.errors import arm_reason
@@ -122,13 +123,8 @@ def _require_own(build_id: str, tags: Mapping[str, str], what: str) -> None:
 def _registered(
     name: str,
 ) -> Callable[[Callable[[Any], dict[str, Any]]], Callable[[Any], dict[str, Any]]]:
-    """Register an activity under ``name`` (function name = activity name = the constant)."""
-
-    def wrap(fn: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
-        bp.function_name(name=name)(bp.activity_trigger(input_name="payload", activity=name)(fn))
-        return fn
-
-    return wrap
+    """Register an activity under ``name`` (with its trace span: activities/_registry.py)."""
+    return registered(bp, name)
 
 
 # ---- plan -------------------------------------------------------------------------------

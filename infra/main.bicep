@@ -1,167 +1,181 @@
-// avd-image-factory: the Function App and what it needs, identity-based, no keys.
-// Deploy: az deployment group create -g <rg> -f infra/main.bicep -p name=<prefix>
-// Every app setting set here is documented in docs/settings.md.
+// avd-image-factory on Azure: `azd up` provisions this at subscription scope.
+// Identity only (no keys), least privilege derived from the code (roles/app-role.json),
+// every app setting the code reads is set here and documented in docs/settings.md.
+targetScope = 'subscription'
 
-targetScope = 'resourceGroup'
+@minLength(1)
+@maxLength(40)
+@description('azd environment name; names and tags every resource (azd-env-name).')
+param environmentName string
 
-@description('Short prefix for resource names (3-11 lowercase letters or digits).')
-@minLength(3)
-@maxLength(11)
-param name string
+@minLength(1)
+@description('Region of the app, its storage, topic and build network. Must offer Flex Consumption.')
+param location string
 
-param location string = resourceGroup().location
+@description('Object id of the person running azd: granted the app role Operator/Approver nowhere, only read on the app resource group for troubleshooting. Leave empty to skip.')
+param principalId string = ''
 
-@description('Resource group that holds temporary build resources (VMs, disks, snapshots).')
-param buildResourceGroup string = resourceGroup().name
+@description('Resource group the app, its storage and monitoring live in (created).')
+param appResourceGroupName string = 'rg-${environmentName}'
 
-@description('Resource group of the Azure Compute Gallery the factory publishes to.')
-param galleryResourceGroup string = resourceGroup().name
+@description('Resource group for temporary build and validation VMs, and the build network (created).')
+param buildResourceGroupName string = 'rg-image-factory'
 
-@description('Subscriptions whose events the app accepts (comma-separated); default: this one.')
-param allowedSubscriptions string = subscription().subscriptionId
+@description('Resource group of the Azure Compute Gallery the catalogue publishes to (created if absent).')
+param galleryResourceGroupName string = 'rg-avd-images'
 
-var suffix = uniqueString(resourceGroup().id, name)
-var storageName = toLower('st${name}${take(suffix, 8)}')
-var taskHub = 'avdimagefactory'
+@description('Resource groups of the catalogue that already exist and must be reachable: host pools, session-host sources (from infra/catalogue-scopes.json by default).')
+param catalogueResourceGroups array = loadJsonContent('catalogue-scopes.json').existingResourceGroups
 
-// Built-in role definition ids (least privilege for what each identity does).
-var roles = {
-  storageBlobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
-  storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
-  virtualMachineContributor: '9980e02c-c2be-4d73-94e8-173b1dc7cf3c'
-  diskSnapshotContributor: '7efff54f-a5b4-42b5-a1c5-5411624893ce'
-  computeGalleryArtifactsPublisher: '85a2d0d9-2eba-4c9c-b355-11c2cc0788ab'
-  networkContributor: '4d97b98b-1d4f-4787-a291-c67834d212e7'
-  desktopVirtualizationHostPoolContributor: 'e307426c-f9b6-4e81-87de-d99efb3c32bc'
+@description('Bring your own build subnet (resource id); empty: a VNet with a NAT gateway and a no-inbound NSG is created in the build resource group.')
+param existingBuildSubnetId string = ''
+
+@description('Address space of the created build VNet.')
+param buildAddressPrefix string = '10.90.0.0/24'
+
+@description('Python version of the Functions runtime; the one CI tests with.')
+@allowed(['3.11', '3.12'])
+param pythonVersion string = '3.11'
+
+@description('Subscriptions whose events the app accepts (comma-separated); empty: this one.')
+param allowedSubscriptions string = ''
+
+@description('E-mail address for alerts (failed build, paused rollout, dead-lettered events); empty: no action group.')
+param alertEmail string = ''
+
+var tags = { 'azd-env-name': environmentName, workload: 'avd-image-factory' }
+var suffix = take(uniqueString(subscription().id, environmentName, location), 8)
+
+resource appGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: appResourceGroupName
+  location: location
+  tags: tags
 }
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
-  name: storageName
+resource buildGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: buildResourceGroupName
   location: location
-  sku: { name: 'Standard_LRS' }
-  kind: 'StorageV2'
-  properties: {
-    allowSharedKeyAccess: false // identity only: no keys exist to leak
-    allowBlobPublicAccess: false
-    minimumTlsVersion: 'TLS1_2'
-    supportsHttpsTrafficOnly: true
+  tags: tags
+}
+
+resource galleryGroup 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: galleryResourceGroupName
+  location: location
+  tags: tags
+}
+
+module network 'modules/network.bicep' = if (empty(existingBuildSubnetId)) {
+  name: 'network-${suffix}'
+  scope: buildGroup
+  params: { location: location, tags: tags, suffix: suffix, addressPrefix: buildAddressPrefix }
+}
+
+var buildSubnetId = empty(existingBuildSubnetId) ? network!.outputs.subnetId : existingBuildSubnetId
+
+module app 'modules/app.bicep' = {
+  name: 'app-${suffix}'
+  scope: appGroup
+  params: {
+    location: location
+    tags: tags
+    suffix: suffix
+    environmentName: environmentName
+    pythonVersion: pythonVersion
+    buildResourceGroupName: buildGroup.name
+    buildSubnetId: buildSubnetId
+    allowedSubscriptions: empty(allowedSubscriptions) ? subscription().subscriptionId : allowedSubscriptions
+    alertEmail: alertEmail
+    buildVmIdentityId: buildIdentity.outputs.identityId
   }
 }
 
-resource logs 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
-  name: 'log-${name}-${suffix}'
-  location: location
-  properties: { retentionInDays: 30, sku: { name: 'PerGB2018' } }
+// The build VM's identity: it may only publish the sysprep signal to the app's topic.
+module buildIdentity 'modules/build-identity.bicep' = {
+  name: 'build-identity-${suffix}'
+  scope: buildGroup
+  params: { location: location, tags: tags, suffix: suffix }
 }
 
-resource insights 'Microsoft.Insights/components@2020-02-02' = {
-  name: 'appi-${name}-${suffix}'
-  location: location
-  kind: 'web'
-  properties: { Application_Type: 'web', WorkspaceResourceId: logs.id, DisableLocalAuth: true }
+module topicSender 'modules/topic-sender.bicep' = {
+  name: 'topic-sender-${suffix}'
+  scope: appGroup
+  params: { topicName: app.outputs.topicName, principalId: buildIdentity.outputs.principalId }
 }
 
-resource topic 'Microsoft.EventGrid/topics@2024-06-01-preview' = {
-  name: 'egt-${name}-${suffix}'
-  location: location
-  properties: { inputSchema: 'EventGridSchema', disableLocalAuth: true }
-}
+// The app's custom role: exactly the operations the code calls (roles/app-role.json).
+var appRole = loadJsonContent('roles/app-role.json')
 
-resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  name: 'plan-${name}-${suffix}'
-  location: location
-  sku: { name: 'FC1', tier: 'FlexConsumption' }
-  kind: 'functionapp'
-  properties: { reserved: true }
-}
-
-resource app 'Microsoft.Web/sites@2024-04-01' = {
-  name: 'func-${name}-${suffix}'
-  location: location
-  kind: 'functionapp,linux'
-  identity: { type: 'SystemAssigned' }
+resource appRoleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, environmentName, 'avd-image-factory-app')
   properties: {
-    serverFarmId: plan.id
-    httpsOnly: true
-    functionAppConfig: {
-      deployment: {
-        storage: {
-          type: 'blobContainer'
-          value: '${storage.properties.primaryEndpoints.blob}deployments'
-          authentication: { type: 'SystemAssignedIdentity' }
-        }
-      }
-      runtime: { name: 'python', version: '3.11' }
-      scaleAndConcurrency: { maximumInstanceCount: 40, instanceMemoryMB: 2048 }
-    }
-    siteConfig: {
-      minTlsVersion: '1.2'
-      ftpsState: 'Disabled'
-      appSettings: [
-        { name: 'AzureWebJobsStorage__accountName', value: storage.name }
-        { name: 'AzureWebJobsStorage__credential', value: 'managedidentity' }
-        { name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING', value: 'Authorization=AAD' }
-        { name: 'APPLICATIONINSIGHTS_CONNECTION_STRING', value: insights.properties.ConnectionString }
-        { name: 'TASKHUB_NAME', value: taskHub }
-        { name: 'AZURE_SUBSCRIPTION_ID', value: subscription().subscriptionId }
-        { name: 'ALLOWED_SUBSCRIPTIONS', value: allowedSubscriptions }
-        { name: 'FACTORY_RESOURCE_GROUP', value: buildResourceGroup }
-        { name: 'FACTORY_LOCATION', value: location }
-        { name: 'IMAGE_CATALOGUE_PATH', value: 'catalogue/images.yaml' }
-        { name: 'EVENTGRID_TOPIC_ENDPOINT', value: topic.properties.endpoint }
-        { name: 'POLL_INTERVAL_SECONDS', value: '30' }
-        { name: 'ARM_MAX_RETRIES', value: '3' }
-      ]
-    }
+    roleName: '${appRole.roleName} (${environmentName})'
+    description: appRole.description
+    type: 'CustomRole'
+    permissions: [{ actions: appRole.actions, notActions: [] }]
+    assignableScopes: [subscription().id]
   }
 }
 
-// Role assignments: names are deterministic (guid of scope, principal and role), so a
-// redeployment updates rather than duplicates them.
-var storageRoles = [roles.storageBlobDataOwner, roles.storageQueueDataContributor, roles.storageTableDataContributor]
-
-resource storageAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in storageRoles: {
-  name: guid(storage.id, app.id, role)
-  scope: storage
+// The marketplace watch lists image versions at subscription scope: that single read, nothing else.
+resource marketplaceRoleDefinition 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: guid(subscription().id, environmentName, 'avd-image-factory-marketplace')
   properties: {
-    principalId: app.identity.principalId
+    roleName: 'AVD Image Factory marketplace reader (${environmentName})'
+    description: 'Lists marketplace image versions (the hourly watch); no other read.'
+    type: 'CustomRole'
+    permissions: [{ actions: appRole.marketplaceRead, notActions: [] }]
+    assignableScopes: [subscription().id]
+  }
+}
+
+resource marketplaceRead 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(subscription().id, environmentName, 'marketplace-read')
+  properties: {
+    principalId: app.outputs.principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role)
+    roleDefinitionId: marketplaceRoleDefinition.id
   }
+}
+
+// The app role at every resource group the catalogue names: build, gallery, and the existing ones.
+module buildAccess 'modules/group-access.bicep' = {
+  name: 'access-build-${suffix}'
+  scope: buildGroup
+  params: { principalId: app.outputs.principalId, roleDefinitionId: appRoleDefinition.id }
+}
+
+module galleryAccess 'modules/group-access.bicep' = {
+  name: 'access-gallery-${suffix}'
+  scope: galleryGroup
+  params: { principalId: app.outputs.principalId, roleDefinitionId: appRoleDefinition.id }
+}
+
+module catalogueAccess 'modules/group-access.bicep' = [for group in catalogueResourceGroups: {
+  name: 'access-${take(group, 40)}-${suffix}'
+  scope: resourceGroup(group)
+  params: { principalId: app.outputs.principalId, roleDefinitionId: appRoleDefinition.id }
 }]
 
-resource topicAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(topic.id, app.id, roles.eventGridDataSender)
-  scope: topic
-  properties: {
-    principalId: app.identity.principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.eventGridDataSender)
-  }
-}
-
-// Build resources: VMs, disks and snapshots only in the build resource group.
-module buildAccess 'modules/role-assignments.bicep' = {
-  name: 'build-access-${suffix}'
-  scope: resourceGroup(buildResourceGroup)
+module operatorRead 'modules/group-access.bicep' = if (!empty(principalId)) {
+  name: 'operator-read-${suffix}'
+  scope: appGroup
   params: {
-    principalId: app.identity.principalId
-    roleIds: [roles.virtualMachineContributor, roles.diskSnapshotContributor, roles.networkContributor]
+    principalId: principalId
+    principalType: 'User'
+    // Reader: look at the app, its logs and settings; change nothing.
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', 'acdd72a7-3385-48ef-bd42-f606fba81ae7')
   }
 }
 
-// Publishing: gallery image versions only in the gallery's resource group.
-module galleryAccess 'modules/role-assignments.bicep' = {
-  name: 'gallery-access-${suffix}'
-  scope: resourceGroup(galleryResourceGroup)
-  params: {
-    principalId: app.identity.principalId
-    roleIds: [roles.computeGalleryArtifactsPublisher]
-  }
-}
-
-output functionAppName string = app.name
-output eventGridTopicEndpoint string = topic.properties.endpoint
-output principalId string = app.identity.principalId
+// Outputs azd reads (AZURE_*) and the post-deploy hook uses.
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = appGroup.name
+output AZURE_FUNCTION_APP_NAME string = app.outputs.functionAppName
+output AZURE_FUNCTION_APP_ID string = app.outputs.functionAppId
+output EVENTGRID_TOPIC_ID string = app.outputs.topicId
+output EVENTGRID_TOPIC_ENDPOINT string = app.outputs.topicEndpoint
+output DEADLETTER_CONTAINER_ID string = app.outputs.deadLetterContainerId
+output BUILD_RESOURCE_GROUP string = buildGroup.name
+output BUILD_SUBNET_ID string = buildSubnetId
+output BUILD_VM_IDENTITY_ID string = buildIdentity.outputs.identityId

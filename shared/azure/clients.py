@@ -17,6 +17,7 @@ from azure.mgmt.compute import ComputeManagementClient
 from azure.mgmt.desktopvirtualization import DesktopVirtualizationMgmtClient
 
 from shared.settings import Settings
+from shared.telemetry import ArmMetricsPolicy
 
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -44,7 +45,11 @@ def credential(settings: Settings) -> TokenCredential:
 
 
 def _client_kwargs(settings: Settings) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"retry_total": settings.arm_max_retries}
+    kwargs: dict[str, Any] = {
+        "retry_total": settings.arm_max_retries,
+        # ARM requests and 429s as metrics (shared/telemetry.py); a no-op while telemetry is off.
+        "per_call_policies": [ArmMetricsPolicy()],
+    }
     if settings.arm_endpoint:
         kwargs["base_url"] = settings.arm_endpoint
         kwargs["credential_scopes"] = [ARM_SCOPE]

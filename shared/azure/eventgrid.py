@@ -20,6 +20,7 @@ from azure.eventgrid import EventGridEvent, EventGridPublisherClient
 from shared.azure.clients import credential
 from shared.azure.errors import azure_call
 from shared.settings import Settings
+from shared.telemetry import record_event
 
 log = logging.getLogger("imagefactory.azure.eventgrid")
 
@@ -37,6 +38,7 @@ def publish(
     """Publish one Event Grid schema event; ``False`` (logged) when no topic is configured."""
     endpoint = settings.eventgrid_topic_endpoint
     if not endpoint:
+        record_event(event_type, {**data, "subject": subject})
         log.warning(
             "EVENTGRID_TOPIC_ENDPOINT is not set: %s for %s was not published", event_type, subject
         )
@@ -55,4 +57,5 @@ def publish(
     client = EventGridPublisherClient(endpoint, credential(settings))
     with client, azure_call(f"publish {event_type} for {subject}"):
         client.send(event, **call_options)
+    record_event(event_type, {**data, "subject": subject})  # metrics once it is out
     return True

@@ -1,0 +1,47 @@
+#!/bin/sh
+# After `azd deploy`: subscribe the app's Event Grid functions (an AzureFunction destination needs
+# the code deployed first, and no key or handshake). Idempotent: `create` updates an existing one.
+# Undeliverable events are dead-lettered to the storage container the Bicep created.
+set -eu
+: "${AZURE_FUNCTION_APP_ID:?run azd provision first: AZURE_FUNCTION_APP_ID is not set}"
+: "${EVENTGRID_TOPIC_ID:?run azd provision first: EVENTGRID_TOPIC_ID is not set}"
+: "${DEADLETTER_CONTAINER_ID:?run azd provision first: DEADLETTER_CONTAINER_ID is not set}"
+: "${AZURE_SUBSCRIPTION_ID:?AZURE_SUBSCRIPTION_ID is not set}"
+: "${BUILD_RESOURCE_GROUP:?run azd provision first: BUILD_RESOURCE_GROUP is not set}"
+
+subscribe() { # name source function [extra az args...]
+  name=$1 source=$2 fn=$3
+  shift 3
+  az eventgrid event-subscription create \
+    --name "$name" --source-resource-id "$source" \
+    --endpoint-type azurefunction --endpoint "$AZURE_FUNCTION_APP_ID/functions/$fn" \
+    --deadletter-endpoint "$DEADLETTER_CONTAINER_ID" \
+    --max-delivery-attempts 30 --event-ttl 1440 "$@" --output none
+  echo "subscribed $fn to $name"
+}
+
+# The app's own events: the marketplace watch's announcements, the sysprep signal from build VMs.
+subscribe imagefactory-marketplace "$EVENTGRID_TOPIC_ID" on_marketplace_image_published \
+  --included-event-types ImageFactory.MarketplaceImagePublished
+subscribe imagefactory-sysprep "$EVENTGRID_TOPIC_ID" on_sysprep_signal \
+  --included-event-types ImageFactory.SysprepFinished
+
+# Resource events of the subscription (system topic), for the event-first waits: only writes,
+# deletes and actions that completed, only in the resource groups the app works in.
+system_topic=imagefactory-resources
+if ! az eventgrid system-topic show -g "$AZURE_RESOURCE_GROUP" -n "$system_topic" --output none 2>/dev/null; then
+  az eventgrid system-topic create -g "$AZURE_RESOURCE_GROUP" -n "$system_topic" \
+    --location global --topic-type Microsoft.Resources.Subscriptions \
+    --source "/subscriptions/$AZURE_SUBSCRIPTION_ID" --output none
+fi
+system_topic_id=$(az eventgrid system-topic show -g "$AZURE_RESOURCE_GROUP" -n "$system_topic" --query id -o tsv)
+if az functionapp function show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" \
+    --function-name on_resource_event --output none 2>/dev/null; then
+  subscribe imagefactory-resource-events "$system_topic_id" on_resource_event \
+    --included-event-types Microsoft.Resources.ResourceWriteSuccess Microsoft.Resources.ResourceWriteFailure \
+      Microsoft.Resources.ResourceDeleteSuccess Microsoft.Resources.ResourceActionSuccess \
+      Microsoft.Resources.ResourceActionFailure \
+    --subject-begins-with "/subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/$BUILD_RESOURCE_GROUP/"
+else
+  echo "no on_resource_event function in this build: resource-event subscription skipped (waits poll)"
+fi
