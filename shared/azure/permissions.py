@@ -96,16 +96,29 @@ SDK_OPERATIONS: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
         "Microsoft.Compute/disks/read",
         "Microsoft.Compute/snapshots/read",
     ),
+    ("gallery_image_versions", "begin_update"): (
+        "Microsoft.Compute/galleries/images/versions/write",
+    ),
     ("gallery_image_versions", "begin_delete"): (
         "Microsoft.Compute/galleries/images/versions/delete",
     ),
+    # Azure Virtual Desktop
+    ("host_pools", "get"): ("Microsoft.DesktopVirtualization/hostpools/read",),
+    # a host pool named without its resource id is looked up in the subscription: this list
+    # sees only the resource groups the role is assigned at (give host pools by id to avoid it)
+    ("host_pools", "list"): ("Microsoft.DesktopVirtualization/hostpools/read",),
+    ("host_pools", "update"): ("Microsoft.DesktopVirtualization/hostpools/write",),
 }
 
-# Raw ARM requests the gateways send through a client's pipeline (no SDK operation group):
-# (function that sends them, HTTP method) -> actions.
-RAW_REQUESTS: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
-    ("arm_nic_request", "GET"): ("Microsoft.Network/networkInterfaces/read",),
-    ("arm_nic_request", "DELETE"): ("Microsoft.Network/networkInterfaces/delete",),
+# Raw ARM requests the gateways send through a client's pipeline (``send_request``, no SDK
+# operation group): the function that sends them -> the actions its requests need.
+RAW_REQUESTS: Final[Mapping[str, tuple[str, ...]]] = {
+    "arm_nic_request": (  # GET or DELETE of a NIC the VM created
+        "Microsoft.Network/networkInterfaces/read",
+        "Microsoft.Network/networkInterfaces/delete",
+    ),
+    # the status URL (Azure-AsyncOperation) of a create the app started, to quote its error
+    "operation_error": ("Microsoft.Compute/locations/operations/read",),
 }
 
 # SDK operation groups of azure-mgmt-compute and azure-mgmt-desktopvirtualization: a call on one
