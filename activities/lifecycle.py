@@ -20,6 +20,7 @@ from typing import Any
 import azure.durable_functions as df
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from activities._registry import registered
 from activities.build import parse
 from shared import names
 from shared.app_catalogue import find_image
@@ -64,11 +65,7 @@ _VERSION = r"^\d{1,10}\.\d{1,10}\.\d{1,10}$"
 def _registered(
     name: str,
 ) -> Callable[[Callable[[Any], dict[str, Any]]], Callable[[Any], dict[str, Any]]]:
-    def wrap(fn: Callable[[Any], dict[str, Any]]) -> Callable[[Any], dict[str, Any]]:
-        bp.function_name(name=name)(bp.activity_trigger(input_name="payload", activity=name)(fn))
-        return fn
-
-    return wrap
+    return registered(bp, name)
 
 
 class _Input(BaseModel):
