@@ -6,17 +6,21 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import build as build_activities
+from activities import callbacks as callback_activities
 from activities import lifecycle as lifecycle_activities
+from orchestrators import api as api_orchestrators
 from orchestrators import build, build_queue, cleanup, lifecycle, wait
 from shared import telemetry
-from triggers import builds, events, timers
+from triggers import audit, builds, callbacks, events, images, openapi, timers, versions
 from triggers import lifecycle as lifecycle_triggers
 
 # Traces and metrics (Azure Monitor in Azure, console/file locally, off by default): the worker
 # must set the providers up before the first invocation, so this is the one setup at import.
 telemetry.configure()
 
-app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+# HTTP routes are ANONYMOUS to the Functions host: App Service Authentication (Entra ID) admits
+# callers and triggers/_api.py requires a principal with the right app role on every route.
+app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 for blueprint in (
     build.bp,
@@ -30,5 +34,13 @@ for blueprint in (
     lifecycle.bp,
     lifecycle_activities.bp,
     lifecycle_triggers.bp,
+    # The HTTP API (docs/api.md): resources, callbacks, the OpenAPI document.
+    images.bp,
+    versions.bp,
+    audit.bp,
+    openapi.bp,
+    callbacks.bp,
+    callback_activities.bp,
+    api_orchestrators.bp,
 ):
     app.register_functions(blueprint)

@@ -94,3 +94,21 @@ def approval_instance_id(image: str, version: str) -> str:
 def approval_timer_instance_id(image: str, version: str) -> str:
     """The approval deadline of one validated version: ``approval-timeout:<image>:<version>``."""
     return f"approval-timeout:{image}:{version}"
+
+
+# The HTTP API (triggers/_api.py, docs/api.md): remembered answers and callback notices
+ORCH_API_ANSWER: Final = "api_answer"
+ORCH_API_NOTIFY: Final = "api_notify"
+ACT_DELIVER_CALLBACK: Final = "deliver_callback"
+EVT_OPERATION_ENDED: Final = "OperationEnded"
+NOTIFY_INSTANCE_PREFIX: Final = "notify:"
+
+
+def api_answer_instance_id(digest: str) -> str:
+    """The remembered answer to one ``Idempotency-Key`` of one principal: ``api-answer:<hash>``."""
+    return f"api-answer:{digest}"
+
+
+def notify_instance_id(operation_id: str) -> str:
+    """The callback notice of one accepted request: ``notify:<operation id>``."""
+    return f"{NOTIFY_INSTANCE_PREFIX}{operation_id}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shared.errors import InputError
 
@@ -105,6 +105,40 @@ class Settings:
             poll_interval_seconds=_int(env, "POLL_INTERVAL_SECONDS", 15, 5, 3600),
             build_vm_identity_id=_identity(env.get("BUILD_VM_IDENTITY_ID", "")),
         )
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    """What the HTTP API reads (docs/settings.md): the callback allow-list and signing secret.
+
+    The secret is never part of ``repr`` (so never in a log line that prints the settings).
+    """
+
+    callback_allowed_hosts: tuple[str, ...] = ()
+    callback_signing_secret: str | None = field(default=None, repr=False)
+    callback_ca_bundle: str | None = None
+    callback_max_attempts: int = 6
+
+    @property
+    def callbacks_enabled(self) -> bool:
+        return bool(self.callback_signing_secret and self.callback_allowed_hosts)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ApiSettings:
+        env = os.environ if env is None else env
+        return cls(
+            callback_allowed_hosts=tuple(
+                h.lower() for h in _split(env.get("CALLBACK_ALLOWED_HOSTS"))
+            ),
+            callback_signing_secret=env.get("CALLBACK_SIGNING_SECRET", "") or None,
+            callback_ca_bundle=env.get("CALLBACK_CA_BUNDLE", "").strip() or None,
+            callback_max_attempts=_int(env, "CALLBACK_MAX_ATTEMPTS", 6, 1, 20),
+        )
+
+
+def load_api_settings() -> ApiSettings:
+    """The HTTP API's settings (read now, from the environment)."""
+    return ApiSettings.from_env()
 
 
 def load_settings() -> Settings:

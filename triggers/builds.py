@@ -1,54 +1,128 @@
-"""HTTP: start a build by hand and read the build queue of an image (ITSM tools, operators).
+"""HTTP: start, list, follow and cancel builds (ITSM tools, operators, the CLI).
 
-``POST /api/images/{image}/builds`` queues a build (202); a repeated ``Idempotency-Key`` (header
-or ``key`` field) is dropped by the queue, so a retried ITSM call never builds twice.
-``GET /api/images/{image}/builds`` shows the queue; ``GET /api/builds/{build_id}`` one build.
-Every route needs a function key in Azure (auth level FUNCTION).
+- ``POST /api/images/{image}/builds`` (Operator) queues a build: ``202`` with the queue's status
+  URL. The ``Idempotency-Key`` header (or the body's ``key``) is the queue's request key, so a
+  retried call never builds twice; the framework also replays the first answer. The requester
+  recorded on the version is the authenticated principal (four eyes: it may not approve it).
+- ``GET /api/images/{image}/builds`` (Reader): the image's queue (running, queued, recent).
+- ``GET /api/builds`` (Reader): builds, newest first (``image``, ``status``, ``top``).
+- ``GET /api/builds/{build_id}`` (Reader): one build with its phase, per-step results and
+  timings (phase seconds; each customisation step's state, exit code, start, end, seconds).
+- ``POST /api/builds/{build_id}/cancel`` (Operator): terminates a running build; the janitor
+  deletes what it left (``cleanup.py``). ``409`` when it is not running.
 
-Bodies go through ``parse_json_body``: over 256 KiB is ``413`` naming the limit, malformed or
-nested deeper than 32 levels is ``400`` naming ``body``, so no body can crash the trigger. A 5xx
-comes only from what a retry can fix (the durable client or the catalogue failing).
+Authentication, body caps and errors: ``triggers/_api.py``.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-from typing import Any
+import uuid
+from datetime import datetime
+from typing import Any, Literal
 
 import azure.durable_functions as df
-import azure.functions as func
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field
 
-from shared.app_catalogue import find_image
-from shared.errors import InputError, NotFoundError, field_errors_from_pydantic
 from shared.names import build_instance_id, queue_instance_id
-from triggers._common import (
-    error_response,
-    input_error_response,
-    json_response,
-    parse_json_body,
-    request_build,
+from triggers._api import (
+    BUILD_ID_PATTERN,
+    IMAGE_PATTERN,
+    KEY_PATTERN,
+    Answer,
+    ApiError,
+    Body,
+    Call,
+    Operation,
+    Reply,
+    Role,
+    route,
+    unavailable,
 )
+from triggers._common import RUNNING, request_build, runtime_status
+from triggers.images import catalogue_image
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.triggers.builds")
 
-_KEY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-
-class BuildRequestBody(BaseModel):
+class BuildRequestBody(Body):
     """What a caller may say about a build it requests."""
-
-    model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(default="manual", max_length=500)
     base_version: str | None = Field(default=None, pattern=r"^\d+\.\d+\.\d+$")
-    key: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
-    requested_by: str | None = Field(default=None, max_length=200)
+    key: str | None = Field(default=None, pattern=KEY_PATTERN)
+    requested_by: str | None = Field(
+        default=None, max_length=200, description="if given, must be the caller's own name"
+    )
+    callback_url: str | None = Field(default=None, max_length=2048)
 
 
-def _status_json(status: Any) -> dict[str, Any] | None:
+class BuildQueued(Answer):
+    image: str
+    queue_instance_id: str
+    key: str | None
+    status_url: str
+
+
+class BuildQueue(Answer):
+    image: str
+    queue: dict[str, Any] | None
+
+
+class BuildListQuery(Body):
+    image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
+    status: Literal["Running", "Pending", "Completed", "Failed", "Terminated"] | None = None
+    top: int = Field(default=50, ge=1, le=500)
+
+
+class BuildItem(Answer):
+    build_id: str
+    image: str
+    runtime_status: str | None
+    phase: str | None = None
+    percent: int | None = None
+    created: str | None = None
+    last_updated: str | None = None
+
+
+class BuildList(Answer):
+    builds: list[BuildItem]
+
+
+class BuildStep(Answer):
+    name: str
+    state: str | None = None
+    exit_code: int | None = None
+    started: str | None = None
+    ended: str | None = None
+    seconds: float | None = None
+
+
+class BuildDetail(Answer):
+    instanceId: str | None  # noqa: N815 - the durable status's own names (kept shape)
+    runtimeStatus: str | None  # noqa: N815
+    customStatus: Any = None  # noqa: N815
+    output: Any = None
+    createdTime: str | None = None  # noqa: N815
+    lastUpdatedTime: str | None = None  # noqa: N815
+    build_id: str
+    steps: list[BuildStep]
+    phase_seconds: dict[str, float]
+
+
+class CancelBody(Body):
+    reason: str = Field(default="cancelled by request", max_length=500)
+
+
+class Cancelled(Answer):
+    build_id: str
+    instance_id: str
+    status: str
+    status_url: str
+
+
+def status_json(status: Any) -> dict[str, Any] | None:
     if status is None or getattr(status, "runtime_status", None) is None:
         return None
     data: dict[str, Any] = status.to_json()
@@ -62,80 +136,223 @@ def _status_json(status: Any) -> dict[str, Any] | None:
     }
 
 
-def _known_image(image: str) -> func.HttpResponse | None:
-    """None when ``image`` is in the catalogue, else the error response to send.
-
-    A client naming an unknown image gets 404; a catalogue or setting the operators broke is
-    not the caller's fault: 503 naming what to fix.
-    """
+def _seconds(started: Any, ended: Any) -> float | None:
     try:
-        find_image(image)
-    except NotFoundError as exc:
-        return error_response(404, "ImageNotFound", str(exc), image=image)
-    except (InputError, OSError) as exc:
-        log.error("catalogue unavailable: %s", exc)
-        return error_response(
-            503, "CatalogueUnavailable", f"the image catalogue cannot be read: {exc}"
+        return (
+            datetime.fromisoformat(str(ended)) - datetime.fromisoformat(str(started))
+        ).total_seconds()
+    except ValueError:
+        return None
+
+
+def steps_of(output: Any) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Each customisation step with its seconds, and the phase timings, from a build's output."""
+    if not isinstance(output, dict):
+        return [], {}
+    manifest = output.get("manifest") if isinstance(output.get("manifest"), dict) else {}
+    steps = []
+    for record in (manifest or {}).get("steps") or []:
+        if isinstance(record, dict) and isinstance(record.get("name"), str):
+            steps.append(
+                {
+                    "name": record["name"],
+                    "state": record.get("state"),
+                    "exit_code": record.get("exit_code"),
+                    "started": record.get("started"),
+                    "ended": record.get("ended"),
+                    "seconds": _seconds(record.get("started"), record.get("ended")),
+                }
+            )
+    timings = output.get("phase_seconds") or (manifest or {}).get("phase_seconds") or {}
+    clean = {str(k): float(v) for k, v in timings.items() if isinstance(v, int | float)}
+    return steps, clean
+
+
+def image_of(build_id: str) -> str:
+    """Build ids are ``<image>-<8 hex>`` (the queue's naming)."""
+    return build_id.rsplit("-", 1)[0] if "-" in build_id else build_id
+
+
+@route(
+    bp,
+    "POST",
+    "images/{image}/builds",
+    role=Role.OPERATOR,
+    tag="builds",
+    summary="Queue a build of a catalogue image",
+    request=BuildRequestBody,
+    response=BuildQueued,
+    status=202,
+    params={"image": IMAGE_PATTERN},
+    errors=(404,),
+    callbacks=True,
+)
+async def start_build(call: Call) -> Reply:
+    """Queue a build; the same key (``Idempotency-Key`` or ``key``) never builds twice."""
+    image = catalogue_image(call.params["image"]).name
+    body: BuildRequestBody = call.body
+    if body.requested_by is not None and body.requested_by != call.principal.actor:
+        raise ApiError(
+            400,
+            "InvalidInput",
+            "requested_by: the requester is the authenticated principal; omit the field",
+            field="requested_by",
         )
-    return None
-
-
-@bp.route(route="images/{image}/builds", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
-@bp.durable_client_input(client_name="client")
-async def start_build(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
-    """Queue a build of one catalogue image."""
-    image = req.route_params.get("image", "")
-    problem = _known_image(image)
-    if problem is not None:
-        return problem
-    try:
-        body = BuildRequestBody.model_validate(parse_json_body(req))
-        key = req.headers.get("Idempotency-Key") or body.key
-        if key is not None and not _KEY.fullmatch(key):
-            raise InputError.single("Idempotency-Key", "1-128 letters, digits or . _ : -")
-    except ValidationError as exc:
-        errors = field_errors_from_pydantic(exc.errors())  # type: ignore[arg-type]
-        return input_error_response(InputError(errors))
-    except InputError as exc:
-        return input_error_response(exc)
+    key = call.idempotency_key or body.key
+    if key is None and body.callback_url is not None:
+        key = uuid.uuid4().hex  # the callback watcher finds the build by its key
+    queue_key = f"manual:{key}" if key else None
     request = {
-        "key": f"manual:{key}" if key else None,
+        "key": queue_key,
         "reason": body.reason,
         "base_version": body.base_version,
-        "requested_by": body.requested_by,
+        "requested_by": call.principal.actor,
     }
-    queued = await request_build(client, image, request)
-    base = req.url.split("/api/", 1)[0]
-    queued["status_url"] = f"{base}/api/images/{image}/builds"
-    return json_response(queued, 202, headers={"Location": queued["status_url"]})
+    try:
+        queued = await request_build(call.client, image, request)
+    except Exception as exc:
+        raise unavailable("QueueUnavailable", f"the build could not be queued: {exc}") from None
+    operation = Operation("build", f"build of {image}", image=image, key=queue_key)
+    return call.accepted(queued, f"images/{image}/builds", operation, retry_after=30)
 
 
-@bp.route(route="images/{image}/builds", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@bp.durable_client_input(client_name="client")
-async def get_build_queue(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
-    """The image's build queue: what runs, what waits, recent outcomes."""
-    image = req.route_params.get("image", "")
-    problem = _known_image(image)
-    if problem is not None:
-        return problem
-    status = _status_json(await client.get_status(queue_instance_id(image)))
-    return json_response({"image": image, "queue": status})
+@route(
+    bp,
+    "GET",
+    "images/{image}/builds",
+    role=Role.READER,
+    tag="builds",
+    summary="The image's build queue",
+    response=BuildQueue,
+    params={"image": IMAGE_PATTERN},
+    errors=(404,),
+)
+async def get_build_queue(call: Call) -> dict[str, Any]:
+    """What runs, what waits, recent outcomes."""
+    image = catalogue_image(call.params["image"]).name
+    try:
+        status = status_json(await call.client.get_status(queue_instance_id(image)))
+    except Exception as exc:
+        raise unavailable("StoreUnavailable", f"the queue cannot be read: {exc}") from None
+    return {"image": image, "queue": status}
 
 
-@bp.route(route="builds/{build_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@bp.durable_client_input(client_name="client")
-async def get_build(
-    req: func.HttpRequest, client: df.DurableOrchestrationClient
-) -> func.HttpResponse:
-    """One build: phase, percent, current operation; output when it ended."""
-    build_id = req.route_params.get("build_id", "")
-    if not _KEY.fullmatch(build_id):
-        return error_response(400, "InvalidInput", "build_id: not a build id", field="build_id")
-    status = _status_json(await client.get_status(build_instance_id(build_id)))
-    if status is None:
-        return error_response(404, "BuildNotFound", f"no build {build_id!r}", build_id=build_id)
-    return json_response(status)
+@route(
+    bp,
+    "GET",
+    "builds",
+    role=Role.READER,
+    tag="builds",
+    summary="List builds, newest first",
+    query=BuildListQuery,
+    response=BuildList,
+)
+async def list_builds(call: Call) -> dict[str, Any]:
+    """Builds of every image (or of ``image``), optionally only those in ``status``."""
+    q: BuildListQuery = call.query
+    prefix = build_instance_id(f"{q.image}-" if q.image else "")
+    try:
+        found = await call.client.get_status_by(instance_id_prefix=prefix)
+    except Exception as exc:
+        raise unavailable("StoreUnavailable", f"builds cannot be listed: {exc}") from None
+    items = []
+    for status in found or []:
+        instance_id = str(getattr(status, "instance_id", "") or "")
+        build_id = instance_id.removeprefix(build_instance_id(""))
+        if not instance_id.startswith(build_instance_id("")) or ":" in build_id:
+            continue  # a build's children (clean-up, waits) are not builds
+        state = runtime_status(status)
+        if q.status is not None and state != q.status:
+            continue
+        custom = getattr(status, "custom_status", None)
+        custom = custom if isinstance(custom, dict) else {}
+        created = getattr(status, "created_time", None)
+        updated = getattr(status, "last_updated_time", None)
+        items.append(
+            {
+                "build_id": build_id,
+                "image": custom.get("image") or image_of(build_id),
+                "runtime_status": state,
+                "phase": custom.get("phase"),
+                "percent": custom.get("percent"),
+                "created": created.isoformat() if created else None,
+                "last_updated": updated.isoformat() if updated else None,
+            }
+        )
+    items.sort(key=lambda i: i["created"] or "", reverse=True)
+    return {"builds": items[: q.top]}
+
+
+async def _build_status(call: Call, build_id: str) -> Any:
+    try:
+        status = await call.client.get_status(build_instance_id(build_id))
+    except Exception as exc:
+        raise unavailable("StoreUnavailable", f"the build cannot be read: {exc}") from None
+    if runtime_status(status) is None:
+        raise ApiError(
+            404, "BuildNotFound", f"no build {build_id!r}", field="build_id", build_id=build_id
+        )
+    return status
+
+
+@route(
+    bp,
+    "GET",
+    "builds/{build_id}",
+    role=Role.READER,
+    tag="builds",
+    response=BuildDetail,
+    summary="One build: phase, percent, steps and timings; output when it ended",
+    params={"build_id": BUILD_ID_PATTERN},
+    errors=(404,),
+)
+async def get_build(call: Call) -> dict[str, Any]:
+    """One build with each customisation step (state, exit code, seconds) and phase timings."""
+    build_id = call.params["build_id"]
+    status = status_json(await _build_status(call, build_id))
+    assert status is not None
+    steps, timings = steps_of(status.get("output"))
+    custom = status.get("customStatus")
+    if not timings and isinstance(custom, dict) and isinstance(custom.get("phase_seconds"), dict):
+        timings = {k: float(v) for k, v in custom["phase_seconds"].items()}
+    return {**status, "build_id": build_id, "steps": steps, "phase_seconds": timings}
+
+
+@route(
+    bp,
+    "POST",
+    "builds/{build_id}/cancel",
+    role=Role.OPERATOR,
+    tag="builds",
+    summary="Cancel a running build (its resources are cleaned up by the janitor)",
+    request=CancelBody,
+    response=Cancelled,
+    status=202,
+    params={"build_id": BUILD_ID_PATTERN},
+    errors=(404, 409),
+)
+async def cancel_build(call: Call) -> Reply:
+    """Terminate a running build; a build that ended is a ``409`` giving its status."""
+    build_id = call.params["build_id"]
+    status = await _build_status(call, build_id)
+    state = runtime_status(status)
+    if state not in RUNNING:
+        raise ApiError(
+            409,
+            "BuildNotRunning",
+            f"build {build_id} is {state}: only a running build can be cancelled",
+            field="build_id",
+            runtime_status=state,
+        )
+    reason = f"{call.body.reason} (by {call.principal.actor})"
+    try:
+        await call.client.terminate(build_instance_id(build_id), reason)
+    except Exception as exc:
+        raise unavailable("StoreUnavailable", f"the build could not be cancelled: {exc}") from None
+    log.info("build %s cancelled by %s", build_id, call.principal.actor)
+    body = {
+        "build_id": build_id,
+        "instance_id": build_instance_id(build_id),
+        "status": "cancelling",
+    }
+    return call.accepted(body, f"builds/{build_id}")

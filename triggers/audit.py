@@ -1,0 +1,108 @@
+"""HTTP: the recent lifecycle transitions of every image (who changed what, when, why, ticket).
+
+``GET /api/audit?image=&since=&top=`` (Reader) answers the last transition of each gallery
+version, newest first, read from the versions' lifecycle tags (``imagefactory:state``,
+``state-at``, ``state-by``, ``state-reason``, ``previous``, ``change-ticket``): the tags are
+the record Azure keeps with the version itself, so the answer needs no store of its own. The
+full history of every transition is in the ``ImageFactory.ImageVersion*`` events (docs/events.md).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import azure.durable_functions as df
+from pydantic import AwareDatetime, Field
+
+from activities.lifecycle import version_summary
+from shared.app_catalogue import app_catalogue
+from shared.errors import InputError
+from triggers._api import IMAGE_PATTERN, Answer, Body, Call, Role, route, unavailable
+from triggers.images import catalogue_image, gallery_versions
+
+bp = df.Blueprint()
+
+
+class AuditQuery(Body):
+    image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
+    since: AwareDatetime | None = Field(
+        default=None, description="only transitions at or after this time (ISO 8601 with zone)"
+    )
+    top: int = Field(default=100, ge=1, le=1000)
+
+
+class Transition(Answer):
+    image: str
+    version: str
+    state: str | None
+    previous: str | None
+    at: str | None
+    by: str | None
+    reason: str | None
+    change_ticket: str | None
+    requested_by: str | None
+
+
+class AuditLog(Answer):
+    transitions: list[Transition]
+
+
+def _at(text: Any) -> datetime | None:
+    try:
+        value = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return value if value.tzinfo is not None else None
+
+
+@route(
+    bp,
+    "GET",
+    "audit",
+    role=Role.READER,
+    tag="audit",
+    query=AuditQuery,
+    response=AuditLog,
+    summary="Recent lifecycle transitions (from the versions' lifecycle tags)",
+    errors=(404,),
+)
+async def audit(call: Call) -> dict[str, Any]:
+    """The last transition of each version of every image (or ``image``), newest first."""
+    q: AuditQuery = call.query
+    if q.image is not None:
+        images = [catalogue_image(q.image)]
+    else:
+        try:
+            images = list(app_catalogue().images)
+        except (InputError, OSError) as exc:
+            raise unavailable(
+                "CatalogueUnavailable", f"the image catalogue cannot be read: {exc}"
+            ) from None
+    rows: list[tuple[datetime | None, dict[str, Any]]] = []
+    for image in images:
+        for v in await gallery_versions(image):
+            s = version_summary(v)
+            if s["state"] is None:
+                continue  # not a version the factory manages
+            at = _at(s["state_at"])
+            if q.since is not None and (at is None or at < q.since):
+                continue
+            rows.append(
+                (
+                    at,
+                    {
+                        "image": image.name,
+                        "version": s["version"],
+                        "state": s["state"],
+                        "previous": s["previous"],
+                        "at": s["state_at"],
+                        "by": s["state_by"],
+                        "reason": s["state_reason"],
+                        "change_ticket": s["change_ticket"],
+                        "requested_by": s["requested_by"],
+                    },
+                )
+            )
+    rows.sort(key=lambda r: r[0].timestamp() if r[0] else 0.0, reverse=True)
+    return {"transitions": [row for _, row in rows[: q.top]]}
