@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             port=args.port,
             activity_workers=args.activity_workers,
             public_url=args.public_url,
+            require_principal=True,  # App Service Authentication, locally (docs/api.md)
         )
     except OSError as exc:
         return _fail(f"cannot listen on 127.0.0.1:{args.port}: {exc.strerror or exc}")

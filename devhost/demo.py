@@ -105,6 +105,7 @@ def local_world(
             clock=clock,
             settings=settings,
             activity_workers=activity_workers,
+            require_principal=True,  # like App Service Authentication (docs/api.md)
         ).start()
         world = World(running, host, clock, settings, state_dir, before)
         sysprep_hook = world.webhook("on_sysprep_signal")

@@ -52,6 +52,7 @@ from devhost.triggers import (
     FunctionInvoker,
     HttpTriggers,
     Keys,
+    LocalAuth,
     TimerScheduler,
     invoke_event_grid,
 )
@@ -157,6 +158,7 @@ class DevHost:
         task_hub: str | None = None,
         name: str = "devhost",
         public_url: str | None = None,
+        require_principal: bool = False,
     ) -> None:
         self.app_dir = Path(app_dir) if app_dir is not None else Path.cwd()
         self.settings: dict[str, str] = (
@@ -216,6 +218,7 @@ class DevHost:
             client_binding=client_binding,
             participant=participant,
             timeout=self.function_timeout,
+            auth=LocalAuth.from_settings(self.settings, require=require_principal),
         )
         self.eventgrid = EventGridWebhook(
             self.index,

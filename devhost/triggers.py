@@ -311,6 +311,76 @@ class Keys:
             raise HttpError(401, "Unauthorized", f"the key given for {what} is not valid")
 
 
+# -- App Service Authentication, locally ------------------------------------------------------
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+
+
+def principal_header(text: str) -> str:
+    """``DEVHOST_PRINCIPAL`` as the header App Service would send.
+
+    ``name:Role1,Role2`` (``alice@contoso.com:Reader,Operator``) is encoded; any other value is
+    taken as an already encoded header (base64 JSON, never containing ``:``).
+    """
+    from shared.domain.principal import encode_principal
+
+    text = text.strip()
+    if ":" not in text:
+        return text
+    name, _, roles = text.partition(":")
+    return encode_principal(name.strip(), tuple(r.strip() for r in roles.split(",") if r.strip()))
+
+
+@dataclass(frozen=True)
+class LocalAuth:
+    """What App Service Authentication does in Azure, for HTTP-triggered functions.
+
+    In Azure the front end authenticates the caller (Entra ID), strips any client-sent
+    ``X-MS-CLIENT-PRINCIPAL`` and injects the real one. Locally there is no identity provider:
+    a request's own header is passed on (a local caller is trusted), ``principal`` (the setting
+    ``DEVHOST_PRINCIPAL``) is injected when the request has none, and a request with neither is
+    refused with ``401`` unless ``allow_anonymous`` (``DEVHOST_ALLOW_ANONYMOUS=true``), which
+    lets the app answer it itself (as Azure's "allow unauthenticated requests" does).
+    """
+
+    principal: str | None = None
+    allow_anonymous: bool = False
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, str], *, require: bool = True) -> LocalAuth:
+        """From the settings; ``require`` is the default when DEVHOST_ALLOW_ANONYMOUS is unset."""
+        raw = (settings.get("DEVHOST_PRINCIPAL") or "").strip()
+        allow = (settings.get("DEVHOST_ALLOW_ANONYMOUS") or "").strip().lower()
+        return cls(
+            principal=principal_header(raw) if raw else None,
+            allow_anonymous=allow in ("1", "true", "yes") if allow else not require,
+        )
+
+    def apply(self, request: Request) -> Request:
+        """The request as the app sees it (a principal added), or 401 without one."""
+        if request.header(PRINCIPAL_HEADER):
+            return request
+        if self.principal:
+            headers = (*request.headers, (PRINCIPAL_HEADER, self.principal))
+            return Request(
+                request.method,
+                request.path,
+                request.raw_path,
+                request.query_string,
+                headers,
+                request.body,
+                request.origin,
+                request.client,
+            )
+        if self.allow_anonymous:
+            return request
+        raise HttpError(
+            401,
+            "Unauthenticated",
+            f"no {PRINCIPAL_HEADER} header: send one, set DEVHOST_PRINCIPAL "
+            "(name:Role1,Role2) or set DEVHOST_ALLOW_ANONYMOUS=true",
+        )
+
+
 # -- route templates ------------------------------------------------------------------------------
 class RouteError(ValueError):
     """A route template the host would refuse."""
@@ -607,10 +677,12 @@ class HttpTriggers:
         client_binding: ClientBinding | None = None,
         participant: BusyScope | None = None,
         timeout: float | None = 230.0,
+        auth: LocalAuth | None = None,
     ) -> None:
         self.invoker = invoker
         self.route_prefix = route_prefix.strip("/")
         self.keys = keys or Keys()
+        self.auth = auth or LocalAuth(allow_anonymous=True)
         self.client_binding = client_binding
         self.participant = participant
         self.timeout = timeout
@@ -651,7 +723,7 @@ class HttpTriggers:
                 near.append(route)
                 continue
             self.keys.check(route.auth_level, request, f"function {route.function.name!r}")
-            return self.invoke(route, request, values)
+            return self.invoke(route, self.auth.apply(request), values)
         if near:
             allowed = sorted({m for r in near for m in r.methods})
             raise HttpError(

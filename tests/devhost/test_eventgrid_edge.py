@@ -113,7 +113,11 @@ def app_host() -> Iterator[DevHost]:
         patch.setenv("AZURE_SUBSCRIPTION_ID", SUB)
         patch.setenv("ALLOWED_SUBSCRIPTIONS", SUB)
         patch.delenv("IMAGE_CATALOGUE_PATH", raising=False)
-        settings = {"TASKHUB_NAME": "edgetests", "AZURE_SUBSCRIPTION_ID": SUB}
+        settings = {
+            "TASKHUB_NAME": "edgetests",
+            "AZURE_SUBSCRIPTION_ID": SUB,
+            "DEVHOST_PRINCIPAL": "edge@tests:Operator",  # the API needs a principal
+        }
         with DevHost(load_app("function_app:app"), app_dir=ROOT, settings=settings) as running:
             yield running
 

@@ -12,8 +12,12 @@ from typing import Any
 import pytest
 
 from devhost.demo import World, local_world
+from shared.domain.principal import HEADER, encode_principal
 
 ROOT = Path(__file__).resolve().parents[2]
+# Every API route needs a principal (App Service Authentication); these helpers send an
+# operator's unless the test passes its own header.
+OPERATOR = encode_principal("e2e@tests", ("Reader", "Operator"))
 
 
 @pytest.fixture
@@ -26,6 +30,7 @@ def post_json(url: str, body: Any, headers: dict[str, str] | None = None) -> tup
     data = json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, method="POST")
     req.add_header("Content-Type", "application/json")
+    req.add_header(HEADER, OPERATOR)
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
@@ -38,8 +43,9 @@ def post_json(url: str, body: Any, headers: dict[str, str] | None = None) -> tup
 
 
 def get_json(url: str) -> tuple[int, Any]:
+    req = urllib.request.Request(url, headers={HEADER: OPERATOR})
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        with urllib.request.urlopen(req, timeout=30) as resp:
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as err:

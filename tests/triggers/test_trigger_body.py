@@ -8,11 +8,13 @@ import azure.functions as func
 import pytest
 from trigger_kit import SUB, FakeClient, run, user_function
 
+from shared.domain.principal import HEADER, encode_principal
 from triggers import builds
 from triggers._common import MAX_BODY_BYTES, MAX_JSON_DEPTH
 
 start_build = user_function(builds.start_build)
 IMAGE = "win11-office"
+OPERATOR = encode_principal("ops@tests", ("Operator",))
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +27,7 @@ def post(body: bytes, client: FakeClient | None = None) -> tuple[int, dict[str, 
     req = func.HttpRequest(
         method="POST",
         url=f"http://127.0.0.1:7071/api/images/{IMAGE}/builds",
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", HEADER: OPERATOR},
         route_params={"image": IMAGE},
         body=body,
     )
@@ -100,5 +102,8 @@ def test_a_good_body_is_queued() -> None:
 
 def test_a_durable_client_failure_is_a_5xx_because_a_retry_can_succeed() -> None:
     client = FakeClient(fail={"raise_event": ConnectionError("host unreachable")})
-    with pytest.raises(ConnectionError):
-        post(b"{}", client)
+    status, answer = post(b"{}", client)
+    assert status == 503
+    error = answer["error"]
+    assert isinstance(error, dict)
+    assert error["code"] == "QueueUnavailable"
