@@ -185,7 +185,9 @@ def unavailable(code: str, message: str, retry_after: int = 30, **extra: Any) ->
     return ApiError(503, code, message, headers={"Retry-After": str(retry_after)}, **extra)
 
 
-def http_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Any:
+def http_json(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> func.HttpResponse:
     return func.HttpResponse(
         json.dumps(body, default=str),
         status_code=status,
@@ -243,7 +245,8 @@ class Call:
 
     @property
     def base_url(self) -> str:
-        return self.req.url.split(f"{API_PREFIX}/", 1)[0]
+        url: str = self.req.url
+        return url.split(f"{API_PREFIX}/", 1)[0]
 
     def url(self, path: str) -> str:
         """The absolute URL of an API path (``images/x/versions``)."""
@@ -441,7 +444,7 @@ def _body(spec: RouteSpec, req: func.HttpRequest) -> Any:
 
 
 def _idempotency_key(req: func.HttpRequest) -> str | None:
-    key = req.headers.get(IDEMPOTENCY_HEADER)
+    key: str | None = req.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
     if not _KEY.fullmatch(key):

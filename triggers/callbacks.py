@@ -54,11 +54,11 @@ async def outcome_of(client: Any, operation: dict[str, Any]) -> dict[str, Any] |
         return None
     instance_id = str(operation.get("instance_id") or "")
     status = await client.get_status(instance_id)
-    state = runtime_status(status)
-    if state in RUNNING:
+    ended = runtime_status(status)
+    if ended in RUNNING:
         return None
     return {
-        "status": state or "Unknown",
+        "status": ended or "Unknown",
         "instance_id": instance_id,
         "outcome": _small(getattr(status, "output", None)),
     }

@@ -10,6 +10,7 @@ with versions built from lifecycle states (and manifests), so the real lifecycle
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from urllib.parse import urlencode
 import azure.functions as func
 import pytest
 
-import function_app  # noqa: F401 - registers every route
+import function_app
 from shared.azure.gallery import RegionFlags, VersionLifecycle
 from shared.domain.manifest import BaseImage, BuildManifest, StepRecord, manifest_tags
 from shared.domain.principal import HEADER, encode_principal
@@ -44,6 +45,12 @@ OPERATOR = encode_principal("otto@contoso.com", ("Operator",))
 APPROVER = encode_principal("bob@contoso.com", ("Approver",))
 ALICE = encode_principal("alice@contoso.com", ("Operator", "Approver"))  # requests builds
 NOBODY = encode_principal("nora@contoso.com", ())  # signed in, no app role
+
+
+@functools.cache
+def app_functions() -> list[Any]:
+    """The app's functions (the SDK lets ``get_functions`` run once per app object)."""
+    return list(function_app.app.get_functions())
 
 
 @dataclass
