@@ -1,0 +1,1 @@
+"""``imagefactory``: the admin command line over the app's HTTP API (docs/api.md#cli)."""
