@@ -416,11 +416,44 @@ def approve(
     answer = _run(
         lambda: opts.client.post(f"images/{seg(image)}/versions/{seg(version)}/approval", body)
     )
-    _emit(
-        opts,
-        answer.body,
-        lambda b: out.print(f"{image} {version}: {b.get('status') or b.get('state') or b}"),
-    )
+    result = answer.body
+    if answer.status == 202:  # still being written: its state tells when it is
+        detail = _await_state(opts, image, version, lambda s: s != "validated", 300.0)
+        result = {**answer.body, "status": detail.get("state"), "state": detail.get("state")}
+    _emit(opts, result, lambda b: out.print(f"{image} {version}: {b.get('state') or b}"))
+    wanted = "rejected" if reject else "approved"
+    if result.get("state") not in (wanted, None) and result.get("status") != wanted:
+        raise typer.Exit(int(Exit.FAILED))
+
+
+def _await_state(
+    opts: Options, image: str, version: str, done: Any, limit: float, interval: float = 0.5
+) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
+    path = f"images/{seg(image)}/versions/{seg(version)}"
+    detail: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        detail = _run(lambda: opts.client.get(path))
+        if done(detail.get("state")):
+            return detail
+        time.sleep(interval)
+    return detail
+
+
+def _await_activation(opts: Options, image: str, limit: float, interval: float = 0.5) -> None:
+    """Wait until the image's activation or rollback ended; exit 6 when it did not complete."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        overview = _run(lambda: opts.client.get(f"images/{seg(image)}/versions"))
+        state = (overview.get("activation") or {}).get("runtime_status")
+        if state in ENDED:
+            if state != "Completed":
+                err.print(f"[red]the operation ended {state}[/red]")
+                raise typer.Exit(int(Exit.FAILED))
+            return
+        time.sleep(interval)
+    err.print("the operation did not end in time")
+    raise typer.Exit(int(Exit.UNAVAILABLE))
 
 
 @app.command()
@@ -430,6 +463,7 @@ def activate(
     version: str,
     ticket: Annotated[str, typer.Option(help="the change ticket")],
     reason: Annotated[str, typer.Option(help="why")] = "",
+    wait: Annotated[bool, typer.Option(help="wait until it ended (exit 6 if it failed)")] = False,
 ) -> None:
     """Activate an approved version (latest everywhere; host pools follow)."""
     opts = _options(ctx)
@@ -438,6 +472,8 @@ def activate(
     _emit(
         opts, answer.body, lambda b: out.print(f"activating {image} {version}: {b['status_url']}")
     )
+    if wait:
+        _await_activation(opts, image, 6 * 3600)
 
 
 @app.command()
@@ -447,6 +483,7 @@ def rollback(
     ticket: Annotated[str, typer.Option(help="the change ticket")],
     reason: Annotated[str, typer.Option(help="why")],
     to: Annotated[str | None, typer.Option(help="a backup or deprecated version")] = None,
+    wait: Annotated[bool, typer.Option(help="wait until it ended (exit 6 if it failed)")] = False,
 ) -> None:
     """Roll back to the backup version (or --to a named one)."""
     opts = _options(ctx)
@@ -455,6 +492,8 @@ def rollback(
         body["to_version"] = to
     answer = _run(lambda: opts.client.post(f"images/{seg(image)}/rollback", body))
     _emit(opts, answer.body, lambda b: out.print(f"rolling {image} back to {b['version']}"))
+    if wait:
+        _await_activation(opts, image, 6 * 3600)
 
 
 @app.command()

@@ -17,6 +17,7 @@ from pydantic import AwareDatetime, Field
 
 from activities.lifecycle import version_summary
 from shared.app_catalogue import app_catalogue
+from shared.domain.versions import ImageVersion
 from shared.errors import InputError
 from triggers._api import IMAGE_PATTERN, Answer, Body, Call, Role, route, unavailable
 from triggers.images import catalogue_image, gallery_versions
@@ -104,5 +105,13 @@ async def audit(call: Call) -> dict[str, Any]:
                     },
                 )
             )
-    rows.sort(key=lambda r: r[0].timestamp() if r[0] else 0.0, reverse=True)
+    # Newest first; one change touches several versions at once (active and backup): the
+    # newer version first.
+    rows.sort(
+        key=lambda r: (
+            r[0].timestamp() if r[0] else 0.0,
+            ImageVersion.try_parse(r[1]["version"]) or ImageVersion(0, 0, 0),
+        ),
+        reverse=True,
+    )
     return {"transitions": [row for _, row in rows[: q.top]]}
