@@ -71,6 +71,8 @@ IMAGE_PATTERN: Final = r"^[a-z][a-z0-9]*(?:-[a-z0-9]+)*$"
 VERSION_PATTERN: Final = r"^\d{1,10}\.\d{1,10}\.\d{1,10}$"
 BUILD_ID_PATTERN: Final = KEY_PATTERN
 NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$"
+# https only; the host must also be on CALLBACK_ALLOWED_HOSTS (checked at the request).
+CALLBACK_URL_PATTERN: Final = r"^https://[^\s/?#@]+(?:[/?#]\S*)?$"
 
 
 class Role(StrEnum):
@@ -716,8 +718,9 @@ def openapi_document() -> dict[str, Any]:
             "security": [{"entra": [spec.role.value]}],
         }
         if spec.request is not None:
+            needed = any(f.is_required() for f in spec.request.model_fields.values())
             operation["requestBody"] = {
-                "required": False,
+                "required": needed,
                 "content": {
                     "application/json": {
                         "schema": {"$ref": f"#/components/schemas/{spec.request.__name__}"}

@@ -9,11 +9,12 @@ full history of every transition is in the ``ImageFactory.ImageVersion*`` events
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import azure.durable_functions as df
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, BeforeValidator, Field
 
 from activities.lifecycle import version_summary
 from shared.app_catalogue import app_catalogue
@@ -25,9 +26,19 @@ from triggers.images import catalogue_image, gallery_versions
 bp = df.Blueprint()
 
 
+def _iso_text(value: Any) -> Any:
+    """``since`` is an ISO 8601 text (pydantic would also take a number of seconds)."""
+    if value is not None and not (isinstance(value, str) and _ISO.match(value)):
+        raise ValueError("an ISO 8601 date and time with a zone, e.g. 2026-06-01T08:00:00Z")
+    return value
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
 class AuditQuery(Body):
     image: str | None = Field(default=None, pattern=IMAGE_PATTERN)
-    since: AwareDatetime | None = Field(
+    since: Annotated[AwareDatetime | None, BeforeValidator(_iso_text)] = Field(
         default=None, description="only transitions at or after this time (ISO 8601 with zone)"
     )
     top: int = Field(default=100, ge=1, le=1000)

@@ -27,6 +27,7 @@ from pydantic import Field
 from shared.names import build_instance_id, queue_instance_id
 from triggers._api import (
     BUILD_ID_PATTERN,
+    CALLBACK_URL_PATTERN,
     IMAGE_PATTERN,
     KEY_PATTERN,
     Answer,
@@ -53,9 +54,11 @@ class BuildRequestBody(Body):
     base_version: str | None = Field(default=None, pattern=r"^\d+\.\d+\.\d+$")
     key: str | None = Field(default=None, pattern=KEY_PATTERN)
     requested_by: str | None = Field(
-        default=None, max_length=200, description="if given, must be the caller's own name"
+        default=None,
+        max_length=200,
+        description="ignored: the requester recorded is always the authenticated principal",
     )
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, pattern=CALLBACK_URL_PATTERN)
 
 
 class BuildQueued(Answer):
@@ -192,12 +195,7 @@ async def start_build(call: Call) -> Reply:
     image = catalogue_image(call.params["image"]).name
     body: BuildRequestBody = call.body
     if body.requested_by is not None and body.requested_by != call.principal.actor:
-        raise ApiError(
-            400,
-            "InvalidInput",
-            "requested_by: the requester is the authenticated principal; omit the field",
-            field="requested_by",
-        )
+        log.warning("requested_by %r ignored: the principal is the requester", body.requested_by)
     key = call.idempotency_key or body.key
     if key is None and body.callback_url is not None:
         key = uuid.uuid4().hex  # the callback watcher finds the build by its key

@@ -41,6 +41,7 @@ from shared.domain.lifecycle import (
 from shared.domain.versions import ImageVersion, VersionState
 from shared.errors import InputError, NotFoundError
 from triggers._api import (
+    CALLBACK_URL_PATTERN,
     IMAGE_PATTERN,
     VERSION_PATTERN,
     Answer,
@@ -67,21 +68,21 @@ class ApprovalBody(Body):
     decision: Literal["approve", "reject"]
     change_ticket: str = Field(min_length=1, max_length=200)
     comment: str = Field(default="", max_length=1000)
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, pattern=CALLBACK_URL_PATTERN)
 
 
 class ActivationBody(Body):
     version: str = Field(pattern=_VERSION)
     change_ticket: str = Field(min_length=1, max_length=200)
     reason: str = Field(default="", max_length=1000)
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, pattern=CALLBACK_URL_PATTERN)
 
 
 class RollbackBody(Body):
     to_version: str | None = Field(default=None, pattern=_VERSION)
     change_ticket: str = Field(min_length=1, max_length=200)
     reason: str = Field(min_length=1, max_length=1000)
-    callback_url: str | None = Field(default=None, max_length=2048)
+    callback_url: str | None = Field(default=None, max_length=2048, pattern=CALLBACK_URL_PATTERN)
 
 
 class Decision(Answer):

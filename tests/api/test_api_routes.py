@@ -168,10 +168,6 @@ def test_a_build_is_requested_by_the_principal_not_by_the_body() -> None:
         params={"image": IMAGE},
         body={"requested_by": "someone-else@contoso.com"},
     )
-    assert answer.status == 400
-    assert answer.error["field"] == "requested_by"
-    assert client.calls == []
-    answer = call("start_build", OPERATOR, client, params={"image": IMAGE}, body={})
     assert answer.status == 202
     [raised] = [c for c in client.calls if c[0] == "raise_event"]
     assert raised[3]["requested_by"] == "otto@contoso.com"
