@@ -294,6 +294,7 @@ class RouteSpec:
     callbacks: bool
     handler: Handler
     endpoint: Callable[..., Awaitable[func.HttpResponse]]
+    resolve: Callable[[dict[str, str]], object] | None = None
 
     @property
     def openapi_path(self) -> str:
@@ -325,11 +326,14 @@ def route(
     status: int = 200,
     errors: tuple[int, ...] = (),
     callbacks: bool = False,
+    resolve: Callable[[dict[str, str]], object] | None = None,
 ) -> Callable[[Handler], Any]:
     """Declare an HTTP route on ``bp``: the handler gets a checked :class:`Call`.
 
     ``params`` maps each path parameter to its pattern (every one must be named). ``callbacks``
     routes take ``callback_url`` in their body model and start a notice when they answer 202.
+    ``resolve`` checks that the path names something that exists (raising a 404
+    :class:`ApiError`) before the body is read: an unknown image is 404 whatever the body.
     """
     names_in_path = path_params(path)
     patterns = dict(params or {})
@@ -379,6 +383,7 @@ def route(
             callbacks=callbacks,
             handler=handler,
             endpoint=endpoint,
+            resolve=resolve,
         )
         REGISTRY[name] = spec
         builder = bp.durable_client_input(client_name="client")(endpoint)
@@ -552,6 +557,8 @@ def _reply_of(result: Reply | dict[str, Any] | BaseModel, spec: RouteSpec) -> Re
 async def _serve(spec: RouteSpec, req: func.HttpRequest, client: Any) -> func.HttpResponse:
     principal = authenticate(req, spec.role)
     params = _params(spec, req)
+    if spec.resolve is not None:
+        spec.resolve(params)
     query = _query(spec, req)
     body = _body(spec, req)
     key = _idempotency_key(req) if spec.method == "POST" else None

@@ -41,7 +41,7 @@ from triggers._api import (
     unavailable,
 )
 from triggers._common import RUNNING, request_build, runtime_status
-from triggers.images import catalogue_image
+from triggers.images import catalogue_image, image_exists
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.triggers.builds")
@@ -187,6 +187,7 @@ def image_of(build_id: str) -> str:
     response=BuildQueued,
     status=202,
     params={"image": IMAGE_PATTERN},
+    resolve=image_exists,
     errors=(404,),
     callbacks=True,
 )
@@ -223,6 +224,7 @@ async def start_build(call: Call) -> Reply:
     summary="The image's build queue",
     response=BuildQueue,
     params={"image": IMAGE_PATTERN},
+    resolve=image_exists,
     errors=(404,),
 )
 async def get_build_queue(call: Call) -> dict[str, Any]:

@@ -44,6 +44,11 @@ def catalogue_image(name: str, field: str = "image") -> CatalogueImage:
         ) from None
 
 
+def image_exists(params: dict[str, str]) -> None:
+    """The route's ``image`` is in the catalogue (404 naming it otherwise)."""
+    catalogue_image(params["image"])
+
+
 def _read_versions(image: CatalogueImage) -> list[gallery.VersionLifecycle]:
     settings = load_settings()
     g = image.gallery

@@ -55,7 +55,7 @@ from triggers._api import (
     unavailable,
 )
 from triggers._common import RUNNING, runtime_status
-from triggers.images import catalogue_image, overview
+from triggers.images import catalogue_image, image_exists, overview
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.triggers.lifecycle")
@@ -251,6 +251,7 @@ def _retryable(status: Any) -> bool:
     response=Decision,
     status=202,
     params={"image": IMAGE_PATTERN, "version": VERSION_PATTERN},
+    resolve=image_exists,
     errors=(404, 409),
     callbacks=True,
 )
@@ -321,6 +322,7 @@ async def approve_version(call: Call) -> Reply:
     response=ActivationAccepted,
     status=202,
     params={"image": IMAGE_PATTERN},
+    resolve=image_exists,
     errors=(404, 409),
     callbacks=True,
 )
@@ -369,6 +371,7 @@ async def activate(call: Call) -> Reply:
     response=ActivationAccepted,
     status=202,
     params={"image": IMAGE_PATTERN},
+    resolve=image_exists,
     errors=(404, 409),
     callbacks=True,
 )
@@ -430,6 +433,7 @@ async def rollback(call: Call) -> Reply:
     summary="Each version's state and what latest resolves to per region",
     response=VersionsOverview,
     params={"image": IMAGE_PATTERN},
+    resolve=image_exists,
     errors=(404,),
 )
 async def list_versions(call: Call) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from triggers._api import (
     Role,
     route,
 )
-from triggers.images import catalogue_image, gallery_versions
+from triggers.images import catalogue_image, gallery_versions, image_exists
 
 bp = df.Blueprint()
 
@@ -125,6 +125,7 @@ def diff_json(image: str, diff: ManifestDiff) -> dict[str, Any]:
     summary="One version: state, lifecycle tags and build manifest",
     response=VersionDetail,
     params={"image": IMAGE_PATTERN, "version": VERSION_PATTERN},
+    resolve=image_exists,
     errors=(404,),
 )
 async def get_version(call: Call) -> dict[str, Any]:
@@ -150,6 +151,7 @@ async def get_version(call: Call) -> dict[str, Any]:
     query=DiffQuery,
     response=VersionDiff,
     params={"image": IMAGE_PATTERN, "version": VERSION_PATTERN},
+    resolve=image_exists,
     errors=(404, 409),
 )
 async def diff_versions(call: Call) -> dict[str, Any]:

@@ -514,3 +514,11 @@ def test_a_version_without_state_is_not_in_the_audit(monkeypatch: pytest.MonkeyP
     plain.tags.pop("imagefactory:state")  # type: ignore[attr-defined]
     use_gallery(monkeypatch, [plain])
     assert call("audit", READER, FakeDurable()).body["transitions"] == []
+
+
+def test_an_unknown_image_is_404_whatever_the_body() -> None:
+    client = FakeDurable()
+    answer = call("activate", OPERATOR, client, params={"image": "no-such-image"}, raw=b"{")
+    assert answer.status == 404
+    assert answer.error["field"] == "image"
+    assert client.calls == []

@@ -29,6 +29,7 @@ def environment(**extra: str) -> dict[str, str]:
         if not k.startswith("DEVHOST_") and k not in ("TASKHUB_NAME", "PYTHONPATH")
     }
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(APPS)])
+    env["DEVHOST_ALLOW_ANONYMOUS"] = "true"  # the sample apps take no principal (docs/api.md)
     env.update(extra)
     return env
 

@@ -383,6 +383,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
     (tmp_path / "host.json").write_text(json.dumps({"version": "2.0"}))
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEVHOST_")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(Path(__file__).parent / "apps_http")])
+    env["DEVHOST_ALLOW_ANONYMOUS"] = "true"  # the sample app takes no principal (docs/api.md)
     command = [sys.executable, "-m", "devhost", "--app", "devhost_http_app:app"]
     command += ["--app-dir", str(tmp_path), "--port", "0", "--store", ":memory:", *args]
     return subprocess.Popen(
