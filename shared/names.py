@@ -15,6 +15,7 @@ ORCH_IMAGE_BUILD_QUEUE: Final = "image_build_queue"
 ORCH_BUILD_IMAGE: Final = "build_image"
 ORCH_CLEANUP_BUILD: Final = "cleanup_build"
 ORCH_WAIT_FOR_OPERATION: Final = "wait_for_operation"
+ORCH_RETENTION: Final = "retention_run"
 
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"
@@ -47,6 +48,7 @@ EVT_CANCEL: Final = "Cancel"
 EG_MARKETPLACE_IMAGE_PUBLISHED: Final = "ImageFactory.MarketplaceImagePublished"
 EG_SYSPREP_FINISHED: Final = "ImageFactory.SysprepFinished"
 EG_IMAGE_VERSION_STAGED: Final = "ImageFactory.ImageVersionStaged"
+EG_RETENTION_COMPLETED: Final = "ImageFactory.RetentionCompleted"
 
 
 # Orchestration instance ids (one place, so triggers, tools and orchestrators agree)
@@ -63,3 +65,20 @@ def build_instance_id(build_id: str) -> str:
 def janitor_instance_id(build_id: str) -> str:
     """The janitor's clean-up of a build that no longer runs."""
     return f"janitor:{build_id}"
+
+
+# Activities: retention (docs/retention.md; one Azure call or query each)
+ACT_RETENTION_POLICY: Final = "retention_policy"
+ACT_LIST_RETENTION_VERSIONS: Final = "retention_list_versions"
+ACT_LIST_HOST_POOL_USAGE: Final = "retention_host_pool_usage"
+ACT_LIST_SESSION_HOST_USAGE: Final = "retention_session_host_usage"
+ACT_LIST_VMS: Final = "retention_list_vms"
+ACT_LIST_LEFTOVERS: Final = "retention_list_leftovers"
+ACT_DEPRECATE_VERSION: Final = "retention_deprecate_version"
+ACT_DELETE_VERSION: Final = "retention_delete_version"
+ACT_DELETE_LEFTOVER: Final = "retention_delete_leftover"
+
+
+def retention_instance_id(run_id: str) -> str:
+    """One retention run: ``retention:<run id>`` (the timer's run id is its schedule time)."""
+    return f"retention:{run_id}"
