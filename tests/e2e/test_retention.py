@@ -172,8 +172,13 @@ def await_run(world: World, run_id: str, real_timeout: float = 120.0) -> dict[st
     raise TimeoutError(f"retention run {run_id} did not end in {real_timeout} s")
 
 
+def plan_of(result: dict[str, Any], name: str = "e2e-retained") -> dict[str, Any]:
+    (image,) = [i for i in result["images"] if i["image"] == name]
+    return dict(image)
+
+
 def decisions(result: dict[str, Any]) -> dict[str, tuple[str, str]]:
-    (image,) = result["images"]
+    image = plan_of(result)
     return {d["version"]: (d["action"], d["code"]) for d in image["decisions"]}
 
 
@@ -233,6 +238,12 @@ def test_versions_in_use_by_hosts_in_several_pools_stay_and_the_rest_goes(world:
     assert result["usage_complete"] is True
     assert result["errors"] == []
     assert_applied(world, result)
+    missing = plan_of(result, "e2e-missing")
+    assert (
+        missing["refused"]
+        == f"image definition {DEFINITION[:-12]}e2e-missing is not in the gallery"
+    )
+    assert missing["decisions"] == []
     # 0.9.0, 1.0.0 and 1.0.1 freed: 127 GB each in each of the two regions.
     assert result["freed_gb_by_region"] == {"northeurope": 381.0, "westeurope": 381.0}
     assert result["counts"]["deleted"] == 3
@@ -259,7 +270,7 @@ def test_a_version_deleted_meanwhile_counts_as_deleted(world: World) -> None:
     status = await_run(world, run_id)
     assert status["runtimeStatus"] == "Completed", status.get("output")
     result = status["output"]
-    (image,) = result["images"]
+    image = plan_of(result)
     outcome = next(d["outcome"] for d in image["decisions"] if d["version"] == "1.0.0")
     assert outcome == {"deleted": True, "already_gone": True}
     assert result["counts"]["already_gone"] == 1
@@ -309,7 +320,7 @@ def test_a_dry_run_changes_nothing_and_returns_the_plan(world: World) -> None:
     assert plan["dry_run"] is True
     assert decisions(plan) == EXPECTED
     assert plan["freed_gb_by_region"] == {"northeurope": 381.0, "westeurope": 381.0}
-    reasons = {d["version"]: d["reason"] for d in plan["images"][0]["decisions"]}
+    reasons = {d["version"]: d["reason"] for d in plan_of(plan)["decisions"]}
     assert "session-host" in reasons["1.0.4"]
     assert "host-pool-template" in reasons["1.0.3"]
     assert "blockDeletionBeforeEndOfLife" in reasons["1.0.2"]
@@ -382,6 +393,7 @@ def test_leftovers_of_interrupted_validations_and_expired_retention_are_removed(
     deadline = time.monotonic() + 60
     while world.clock.now() < START + timedelta(hours=2) and time.monotonic() < deadline:
         time.sleep(0.02)
+    assert world.clock.now() >= START + timedelta(hours=2)
     result = await_run(world, start_run(world, {}))["output"]
     rows = {r["id"]: r for r in result["leftovers"]}
     assert rows[expired]["delete"] is True
@@ -394,3 +406,31 @@ def test_leftovers_of_interrupted_validations_and_expired_retention_are_removed(
     assert store.get(kept) is not None
     assert store.get(mine) is not None
     assert result["counts"]["leftovers_removed"] == 2
+
+
+def test_unreadable_usage_deletes_no_version(world: World) -> None:
+    """Pool B cannot be read (500 on every attempt): its hosts might use any version, so no
+    version is deprecated or deleted; the reason is in each image's plan."""
+    world.emulator.emu.faults.add(
+        {
+            "type": "http",
+            "op": "Microsoft.DesktopVirtualization/hostPools/read",
+            "resource": "*/hostPools/hp-retention-b",
+            "status": 500,
+        }
+    )
+    before = versions(world)
+    run_id = start_run(world, {"images": ["e2e-retained"]})
+    world.clock.resume()
+    status = await_run(world, run_id)
+    assert status["runtimeStatus"] == "Completed", status.get("output")
+    result = status["output"]
+    assert result["usage_complete"] is False
+    assert "could not be read" in plan_of(result)["refused"]
+    assert result["counts"]["deleted"] == 0
+    assert result["counts"]["deprecated"] == 0
+    assert any("hp-retention-b" in e for e in result["errors"])
+    assert [i["image"] for i in result["images"]] == ["e2e-retained"]
+    world.host.engine.wait_idle(real_timeout=30)
+    assert versions(world).keys() == before.keys()
+    assert all(v["tags"] == before[name]["tags"] for name, v in versions(world).items())
