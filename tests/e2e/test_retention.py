@@ -434,3 +434,30 @@ def test_unreadable_usage_deletes_no_version(world: World) -> None:
     world.host.engine.wait_idle(real_timeout=30)
     assert versions(world).keys() == before.keys()
     assert all(v["tags"] == before[name]["tags"] for name, v in versions(world).items())
+
+
+def test_a_version_a_running_orchestration_works_on_is_kept(world: World) -> None:
+    """A wait that polls 1.0.0 (as a build or validation would) holds on to it."""
+    waiter = "validation:e2e-retained:val-1:wait"
+    world.host.engine.start_new(
+        "wait_for_operation",
+        waiter,
+        {
+            "activity": "get_resource_state",
+            "payload": {"resource_id": _vid("1.0.0")},
+            "verdict": "gone",
+            "args": {},
+            "interval_seconds": 600,
+            "deadline": (START + timedelta(days=2)).isoformat(),
+            "what": "a validation waiting on 1.0.0",
+        },
+    )
+    world.clock.resume()
+    result = await_run(world, start_run(world, {"images": ["e2e-retained"]}))["output"]
+    got = decisions(result)
+    assert got["1.0.0"] == ("keep", "in-use")
+    reason = next(d["reason"] for d in plan_of(result)["decisions"] if d["version"] == "1.0.0")
+    assert f"orchestration {waiter}" in reason
+    assert "1.0.0" in versions(world)
+    assert result["counts"]["deleted"] == 2
+    world.host.engine.terminate(waiter, "test over")
