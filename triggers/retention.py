@@ -111,7 +111,10 @@ async def _orchestrations(client: Any) -> list[dict[str, Any]]:
 
 async def _applying_run(client: Any) -> str | None:
     """The instance id of an applying (not dry) run still going, if any."""
-    statuses = await client.get_status_by(instance_id_prefix=APPLYING_PREFIX)
+    statuses = await client.get_status_by(
+        runtime_status=[OrchestrationRuntimeStatus.Running, OrchestrationRuntimeStatus.Pending],
+        instance_id_prefix=APPLYING_PREFIX,
+    )
     for status in statuses:
         if runtime_status(status) in RUNNING:
             return str(status.instance_id)

@@ -461,3 +461,21 @@ def test_a_version_a_running_orchestration_works_on_is_kept(world: World) -> Non
     assert "1.0.0" in versions(world)
     assert result["counts"]["deleted"] == 2
     world.host.engine.terminate(waiter, "test over")
+
+
+def test_a_second_applying_run_is_refused_while_one_runs(world: World) -> None:
+    hold_before_deleting(world, "1.0.0")
+    run_id = start_run(world, {})
+    wait_for_hold(world, run_id)
+    status, answer = post_json(f"{world.host.url}/api/retention/runs", {})
+    assert status == 409, answer
+    assert answer["error"]["instance_id"] == retention_instance_id(run_id)
+    status, _ = post_json(f"{world.host.url}/api/retention/runs", {"dry_run": True})
+    assert status == 202  # a dry run changes nothing: it may run beside it
+    world.clock.resume()
+    assert await_run(world, run_id)["runtimeStatus"] == "Completed"
+    status, answer = get_json(f"{world.host.url}/api/retention/runs/{run_id}")
+    assert status == 200
+    assert answer["output"]["counts"]["deleted"] == 3
+    assert get_json(f"{world.host.url}/api/retention/runs/run-000000000000")[0] == 404
+    assert get_json(f"{world.host.url}/api/retention/runs/nope")[0] == 400
