@@ -80,13 +80,20 @@ def version_facts(raw: Mapping[str, Any]) -> VersionFacts:
         built=_instant(tag_value(tags, TAG_BUILT)),
         end_of_life=_instant(raw.get("end_of_life")),
         block_deletion_before_end_of_life=bool(raw.get("block_deletion_before_end_of_life")),
-        exclude_from_latest=bool(raw.get("exclude_from_latest")),
+        exclude_from_latest=_excluded_everywhere(raw),
         provisioning_state=raw.get("provisioning_state"),
         regions=tuple(
             RegionFootprint(str(r["name"]), int(r.get("replicas") or 1), size)
             for r in raw.get("regions") or []
         ),
     )
+
+
+def _excluded_everywhere(raw: Mapping[str, Any]) -> bool:
+    """Excluded from latest in every region (a region's own flag wins over the version's)."""
+    default = bool(raw.get("exclude_from_latest"))
+    flags = [r.get("exclude_from_latest") for r in raw.get("regions") or []]
+    return all(default if f is None else bool(f) for f in flags) if flags else default
 
 
 def usages_of(definition_id: str, refs: Iterable[tuple[str, str, str]]) -> list[Usage]:

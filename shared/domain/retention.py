@@ -58,8 +58,8 @@ class UsageKind(StrEnum):
 class Usage:
     """``by`` (a VM id, host pool id, instance id or ring) uses ``version`` of the image.
 
-    ``version`` None means the image definition itself ("latest"): it protects the version
-    ``latest`` resolves to (the highest one not excluded from latest).
+    ``version`` None (or ``"latest"``) means the image definition itself: it protects the
+    version ``latest`` resolves to (the highest one not excluded from latest).
     """
 
     kind: UsageKind
@@ -230,7 +230,7 @@ def _users(versions: Sequence[VersionFacts], usages: Iterable[Usage]) -> dict[st
     latest = latest_target(versions)
     users: dict[str, list[Usage]] = {}
     for usage in usages:
-        if usage.version is None:
+        if usage.version is None or usage.version.strip().lower() == "latest":
             name = latest
         else:
             parsed = ImageVersion.try_parse(usage.version)

@@ -261,11 +261,11 @@ def test_latest_usage_protects_what_latest_resolves_to() -> None:
         _v("2.0.0", VersionState.REJECTED, exclude_from_latest=False),
         _v("1.0.0", VersionState.ACTIVE, exclude_from_latest=False),
     ]
-    plan = plan_image(
-        "img", versions, [Usage(UsageKind.HOST_POOL_TEMPLATE, "hp", None)], RetentionPolicy(), NOW
-    )
-    assert plan.decisions[0].action is Action.KEEP
-    assert plan.decisions[0].code == "in-use"
+    for version in (None, "latest"):
+        usage = Usage(UsageKind.HOST_POOL_TEMPLATE, "hp", version)
+        plan = plan_image("img", versions, [usage], RetentionPolicy(), NOW)
+        assert plan.decisions[0].action is Action.KEEP
+        assert plan.decisions[0].code == "in-use"
 
 
 def test_deprecation_days_deprecate_first_then_delete_after_the_end_of_life() -> None:
