@@ -7,10 +7,12 @@ import azure.functions as func
 
 from activities import build as build_activities
 from activities import lifecycle as lifecycle_activities
-from orchestrators import build, build_queue, cleanup, lifecycle, wait
+from activities import retention as retention_activities
+from orchestrators import build, build_queue, cleanup, lifecycle, retention, wait
 from shared import telemetry
 from triggers import builds, events, timers
 from triggers import lifecycle as lifecycle_triggers
+from triggers import retention as retention_triggers
 
 # Traces and metrics (Azure Monitor in Azure, console/file locally, off by default): the worker
 # must set the providers up before the first invocation, so this is the one setup at import.
@@ -19,6 +21,7 @@ telemetry.configure()
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 for blueprint in (
+    # builds
     build.bp,
     build_queue.bp,
     cleanup.bp,
@@ -27,8 +30,13 @@ for blueprint in (
     builds.bp,
     events.bp,
     timers.bp,
+    # version lifecycle
     lifecycle.bp,
     lifecycle_activities.bp,
     lifecycle_triggers.bp,
+    # retention
+    retention.bp,
+    retention_activities.bp,
+    retention_triggers.bp,
 ):
     app.register_functions(blueprint)

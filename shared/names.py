@@ -20,6 +20,7 @@ ORCH_ACTIVATE_VERSION: Final = "activate_version"
 ORCH_ROLL_BACK: Final = "roll_back"
 ORCH_DECIDE_APPROVAL: Final = "decide_approval"
 ORCH_APPROVAL_TIMEOUT: Final = "approval_timeout"
+ORCH_RETENTION: Final = "retention_run"
 
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"
@@ -63,6 +64,7 @@ EG_IMAGE_VERSION_STAGED: Final = "ImageFactory.ImageVersionStaged"
 EG_IMAGE_VERSION_PREFIX: Final = "ImageFactory.ImageVersion"
 EG_IMAGE_VERSION_VALIDATED: Final = "ImageFactory.ImageVersionValidated"
 EG_BUILD_FAILED: Final = "ImageFactory.BuildFailed"
+EG_RETENTION_COMPLETED: Final = "ImageFactory.RetentionCompleted"
 
 
 # Orchestration instance ids (one place, so triggers, tools and orchestrators agree)
@@ -94,3 +96,18 @@ def approval_instance_id(image: str, version: str) -> str:
 def approval_timer_instance_id(image: str, version: str) -> str:
     """The approval deadline of one validated version: ``approval-timeout:<image>:<version>``."""
     return f"approval-timeout:{image}:{version}"
+# Activities: retention (docs/retention.md; one Azure call or query each)
+ACT_RETENTION_POLICY: Final = "retention_policy"
+ACT_LIST_RETENTION_VERSIONS: Final = "retention_list_versions"
+ACT_LIST_HOST_POOL_USAGE: Final = "retention_host_pool_usage"
+ACT_LIST_SESSION_HOST_USAGE: Final = "retention_session_host_usage"
+ACT_LIST_VMS: Final = "retention_list_vms"
+ACT_LIST_LEFTOVERS: Final = "retention_list_leftovers"
+ACT_DEPRECATE_VERSION: Final = "retention_deprecate_version"
+ACT_DELETE_VERSION: Final = "retention_delete_version"
+ACT_DELETE_LEFTOVER: Final = "retention_delete_leftover"
+
+
+def retention_instance_id(run_id: str) -> str:
+    """One retention run: ``retention:<run id>`` (the timer's run id is its schedule time)."""
+    return f"retention:{run_id}"

@@ -44,6 +44,7 @@ from shared.domain.resources import (
     parse_resource_id,
     tag_problems,
 )
+from shared.domain.retention import RetentionPolicy
 from shared.domain.steps import (
     STEP_KINDS,
     CustomisationStep,
@@ -394,11 +395,69 @@ class NamingStandard(_Model):
         return self
 
 
-class Retention(_Model):
-    """Hints for the retention job (later capability)."""
+class FailedRetention(_Model):
+    """What happens to versions whose build or validation failed."""
 
-    keep_versions: int | None = Field(default=None, ge=1, le=1000)
+    delete_at_once: bool = True
+
+
+class Retention(_Model):
+    """The image's retention policy (docs/retention.md); every duration is 0 or more.
+
+    ``end_of_life_days`` is the end of life a build gives a new version; the rest drives the
+    retention job. ``backup_days`` is used only when the catalogue has no lifecycle section
+    giving the backup duration.
+    """
+
+    keep_versions: int | None = Field(default=None, ge=0, le=1000)
     end_of_life_days: int | None = Field(default=None, ge=1, le=3650)
+    staged_max_age_days: int = Field(default=14, ge=0, le=3650)
+    failed: FailedRetention = Field(default_factory=FailedRetention)
+    backup_days: int = Field(default=30, ge=0, le=3650)
+    deprecation_days: int = Field(default=0, ge=0, le=3650)
+    retained_vm_days: int = Field(default=7, ge=0, le=3650)
+    orphan_min_age_hours: int = Field(default=24, ge=1, le=24 * 365)
+
+    def policy(self, backup_days: int | None = None) -> RetentionPolicy:
+        """The planner's policy; ``backup_days`` from the lifecycle section wins when given."""
+        return RetentionPolicy(
+            keep_versions=DEFAULT_KEEP_VERSIONS
+            if self.keep_versions is None
+            else self.keep_versions,
+            backup_days=self.backup_days if backup_days is None else backup_days,
+            staged_max_age_days=self.staged_max_age_days,
+            delete_failed_at_once=self.failed.delete_at_once,
+            deprecation_days=self.deprecation_days,
+            retained_vm_days=self.retained_vm_days,
+            orphan_min_age_hours=self.orphan_min_age_hours,
+        )
+
+
+DEFAULT_KEEP_VERSIONS: Final = 3
+
+
+def retention_policy(image: CatalogueImage) -> RetentionPolicy:
+    """The image's retention policy: its ``retention`` section (defaults when absent), with the
+    backup duration of a ``lifecycle`` section when the catalogue has one."""
+    lifecycle = getattr(image, "lifecycle", None)
+    backup_days = getattr(lifecycle, "backup_days", None)
+    return (image.retention or Retention()).policy(
+        backup_days if isinstance(backup_days, int) else None
+    )
+
+
+def _retention_keeps_something(image: CatalogueImage) -> list[tuple[str, str]]:
+    """keep_versions 0 keeps only the active version; an image that serves no host pool is never
+    activated, so that policy would keep nothing at all."""
+    if image.retention is not None and image.retention.keep_versions == 0 and not image.host_pools:
+        return [
+            (
+                "retention.keep_versions",
+                "0 keeps only the active version, and an image that serves no host pool never "
+                "has one: the policy would keep nothing (give 1 or more, or list host_pools)",
+            )
+        ]
+    return []
 
 
 class Lifecycle(_Model):
@@ -503,6 +562,7 @@ class CatalogueImage(_Model):
                     )
                 )
         problems += _windows_update_needs_restart(self.steps)
+        problems += _retention_keeps_something(self)
         if problems:
             raise _problems(problems)
         return self
