@@ -19,6 +19,7 @@ from typing import Any
 import azure.durable_functions as df
 from pydantic import AwareDatetime, Field
 
+from activities._registry import registered
 from activities.build import _Input, parse
 from shared import names
 from shared.app_catalogue import app_catalogue
@@ -46,11 +47,7 @@ APP_PRINCIPAL = "imagefactory"
 
 
 def _registered(name: str) -> Any:
-    def wrap(fn: Any) -> Any:
-        bp.function_name(name=name)(bp.activity_trigger(input_name="payload", activity=name)(fn))
-        return fn
-
-    return wrap
+    return registered(bp, name)
 
 
 # ---- policies (the catalogue; no Azure call) ---------------------------------------------
