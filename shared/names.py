@@ -15,6 +15,8 @@ ORCH_IMAGE_BUILD_QUEUE: Final = "image_build_queue"
 ORCH_BUILD_IMAGE: Final = "build_image"
 ORCH_CLEANUP_BUILD: Final = "cleanup_build"
 ORCH_WAIT_FOR_OPERATION: Final = "wait_for_operation"
+ORCH_VALIDATE_VERSION: Final = "validate_version"
+ORCH_PROMOTE_RINGS: Final = "promote_rings"
 
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"
@@ -38,10 +40,26 @@ ACT_LIST_BUILD_RESOURCES: Final = "list_build_resources"
 ACT_DELETE_RESOURCE: Final = "delete_resource"
 ACT_PUBLISH_EVENT: Final = "publish_event"
 
+# Activities: version lifecycle (built by the lifecycle capability; used here by name only)
+ACT_SET_VERSION_STATE: Final = "set_version_state"
+
+# Activities: validation on real session hosts, and ring promotion
+ACT_RESOLVE_VALIDATION_PLAN: Final = "resolve_validation_plan"
+ACT_ENSURE_REGISTRATION_TOKEN: Final = "ensure_registration_token"
+ACT_CREATE_VALIDATION_HOST: Final = "create_validation_host"
+ACT_GET_VALIDATION_HOST: Final = "get_validation_host"
+ACT_SET_SESSION_HOST_DRAIN: Final = "set_session_host_drain"
+ACT_DELETE_SESSION_HOST: Final = "delete_session_host"
+ACT_LIST_VALIDATION_RESOURCES: Final = "list_validation_resources"
+ACT_RESOLVE_RING_PLAN: Final = "resolve_ring_plan"
+ACT_SET_RING_HOST_POOL_IMAGE: Final = "set_ring_host_pool_image"
+ACT_GET_RING_HEALTH: Final = "get_ring_health"
+
 # External events raised to orchestrations
 EVT_BUILD_REQUESTED: Final = "BuildRequested"
 EVT_SYSPREP_FINISHED: Final = "SysprepFinished"
 EVT_CANCEL: Final = "Cancel"
+EVT_RING_RESUME: Final = "RingResume"
 
 # Custom Event Grid event types this app publishes or accepts
 EG_MARKETPLACE_IMAGE_PUBLISHED: Final = "ImageFactory.MarketplaceImagePublished"
@@ -63,3 +81,13 @@ def build_instance_id(build_id: str) -> str:
 def janitor_instance_id(build_id: str) -> str:
     """The janitor's clean-up of a build that no longer runs."""
     return f"janitor:{build_id}"
+
+
+def validation_instance_id(image: str, version: str) -> str:
+    """The validation of one version: ``validation:<image>:<version>``."""
+    return f"validation:{image}:{version}"
+
+
+def rings_instance_id(image: str, version: str) -> str:
+    """The ring-by-ring promotion of one version: ``rings:<image>:<version>``."""
+    return f"rings:{image}:{version}"
