@@ -45,7 +45,7 @@ ACT_SET_VERSION_STATE: Final = "set_version_state"
 
 # Activities: validation on real session hosts, and ring promotion
 ACT_RESOLVE_VALIDATION_PLAN: Final = "resolve_validation_plan"
-ACT_ENSURE_REGISTRATION_TOKEN: Final = "ensure_registration_token"
+ACT_ENSURE_REGISTRATION_TOKEN: Final = "ensure_registration_token"  # noqa: S105 - a name
 ACT_CREATE_VALIDATION_HOST: Final = "create_validation_host"
 ACT_GET_VALIDATION_HOST: Final = "get_validation_host"
 ACT_SET_SESSION_HOST_DRAIN: Final = "set_session_host_drain"
@@ -54,6 +54,9 @@ ACT_LIST_VALIDATION_RESOURCES: Final = "list_validation_resources"
 ACT_RESOLVE_RING_PLAN: Final = "resolve_ring_plan"
 ACT_SET_RING_HOST_POOL_IMAGE: Final = "set_ring_host_pool_image"
 ACT_GET_RING_HEALTH: Final = "get_ring_health"
+ACT_GET_CONNECTION_COUNTS: Final = "get_connection_counts"
+ACT_GET_RING_CLAIM: Final = "get_ring_claim"
+ACT_SET_RING_STATE: Final = "set_ring_state"
 
 # External events raised to orchestrations
 EVT_BUILD_REQUESTED: Final = "BuildRequested"

@@ -57,6 +57,7 @@ class HostPoolState:
     vm_template: Mapping[str, Any] = field(default_factory=dict)
     token_expires: datetime | None = None
     host_pool_type: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def _template(raw: str | None) -> dict[str, Any]:
@@ -86,6 +87,7 @@ def get_host_pool(settings: Settings, pool_id: str) -> HostPoolState:
         vm_template=_template(found.vm_template),
         token_expires=info.expiration_time if info is not None else None,
         host_pool_type=str(found.host_pool_type) if found.host_pool_type else None,
+        tags=dict(found.tags or {}),
     )
 
 
@@ -114,24 +116,49 @@ def _registration_token(settings: Settings, pool_id: str) -> str:
     return str(token)
 
 
-def set_template_image(settings: Settings, pool_id: str, image_version_id: str) -> dict[str, Any]:
-    """Point the pool's ``vmTemplate`` at an exact gallery version (new hosts use it)."""
+def update_pool(
+    settings: Settings,
+    pool_id: str,
+    *,
+    image_version_id: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> HostPoolState:
+    """Point the pool's ``vmTemplate`` at an exact gallery version (new hosts use it from
+    now) and/or merge ``tags`` into the pool's tags, in one PATCH after one read."""
     current = get_host_pool(settings, pool_id)
     if not current.exists:
         raise PermanentError(f"host pool {pool_id} does not exist")
+    patch = avd_models.HostPoolPatch()
     template = dict(current.vm_template)
-    template.update(imageType="CustomImage", customImageId=image_version_id)
-    for stale in ("galleryImageOffer", "galleryImagePublisher", "galleryImageSKU", "galleryItemId"):
-        template.pop(stale, None)
+    if image_version_id is not None:
+        template.update(imageType="CustomImage", customImageId=image_version_id)
+        for stale in (
+            "galleryImageOffer",
+            "galleryImagePublisher",
+            "galleryImageSKU",
+            "galleryItemId",
+        ):
+            template.pop(stale, None)
+        patch.vm_template = json.dumps(template, separators=(",", ":"))
+    merged = dict(current.tags)
+    if tags:
+        lowered = {k.lower() for k in tags}
+        merged = {k: v for k, v in merged.items() if k.lower() not in lowered}
+        merged.update(tags)
+        patch.tags = merged
     arm = _pool(pool_id)
     client = _client(settings, arm.subscription_id)
-    with azure_call(f"update the vmTemplate of {arm.name}"):
-        client.host_pools.update(
-            arm.resource_group,
-            arm.name,
-            avd_models.HostPoolPatch(vm_template=json.dumps(template, separators=(",", ":"))),
-        )
-    return template
+    with azure_call(f"update host pool {arm.name}"):
+        client.host_pools.update(arm.resource_group, arm.name, patch)
+    return HostPoolState(
+        id=current.id,
+        exists=True,
+        location=current.location,
+        vm_template=template,
+        token_expires=current.token_expires,
+        host_pool_type=current.host_pool_type,
+        tags=merged,
+    )
 
 
 # ---- session hosts ----------------------------------------------------------------------------

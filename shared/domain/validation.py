@@ -28,6 +28,12 @@ TAG_VALIDATION_ID: Final = f"{TAG_PREFIX}validation-id"
 TAG_VERSION: Final = f"{TAG_PREFIX}version"
 ROLE_VALIDATION_HOST: Final = "validation-host"
 
+# Tags on a ring's host pools: which version the ring holds and how far it is (no overtaking).
+TAG_RING: Final = f"{TAG_PREFIX}ring"
+TAG_RING_VERSION: Final = f"{TAG_PREFIX}ring-version"
+TAG_RING_STATE: Final = f"{TAG_PREFIX}ring-state"  # soaking | passed | held
+TAG_RING_SOAK_UNTIL: Final = f"{TAG_PREFIX}ring-soak-until"
+
 CHECK_KINDS: Final = ("app_present", "bitlocker", "registry_value", "script")
 
 # -- the catalogue's smoke checks ------------------------------------------------------------
@@ -314,3 +320,27 @@ def evaluate_gate(
             f"{max_failed_connection_share:.1%} allowed"
         )
     return GateVerdict(not reasons, tuple(reasons), len(unhealthy), share)
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")) if re.fullmatch(_VERSION, version) else ()
+
+
+def ring_blocker(claim: Mapping[str, str], version: str, *, force: bool = False) -> str | None:
+    """Why ``version`` may not enter a ring whose pools carry ``claim`` (ring tags); None if
+    it may. An earlier version still soaking there blocks it (unless ``force``); a later
+    version already there always does (a version never goes backwards over a newer one)."""
+    held = claim.get(TAG_RING_VERSION)
+    state = claim.get(TAG_RING_STATE)
+    if not held or held == version:
+        return None
+    ring = claim.get(TAG_RING, "the ring")
+    if _version_key(held) > _version_key(version):
+        return f"a later version {held} is already in ring {ring} ({state})"
+    if state == "soaking" and not force:
+        until = claim.get(TAG_RING_SOAK_UNTIL, "?")
+        return (
+            f"version {held} is still soaking in ring {ring} until {until}; a later version "
+            "does not overtake it (force: true to override)"
+        )
+    return None
