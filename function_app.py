@@ -6,8 +6,11 @@ import azure.durable_functions as df
 import azure.functions as func
 
 from activities import build as build_activities
-from orchestrators import build, build_queue, cleanup, wait
+from activities import rings as ring_activities
+from activities import validation as validation_activities
+from orchestrators import build, build_queue, cleanup, rings, validate, wait
 from triggers import builds, events, timers
+from triggers import validation as validation_triggers
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -20,5 +23,10 @@ for blueprint in (
     builds.bp,
     events.bp,
     timers.bp,
+    validate.bp,
+    rings.bp,
+    validation_activities.bp,
+    ring_activities.bp,
+    validation_triggers.bp,
 ):
     app.register_functions(blueprint)
