@@ -37,6 +37,7 @@ APP_ACTOR = "imagefactory"
 RUN_COMMAND_TIMEOUT = timedelta(minutes=15)
 VM_CREATE_TIMEOUT = timedelta(minutes=45)
 CLEANUP_TIMEOUT = timedelta(minutes=60)
+VERSION_SETTLE_TIMEOUT = timedelta(minutes=60)
 SOAK_TICKS = 12  # health looks per soak, whatever its length (keeps the history short)
 
 _CHECKS: TypeAdapter[list[SmokeCheck]] = TypeAdapter(list[SmokeCheck])
@@ -67,8 +68,23 @@ class _Run:
         self.context.set_custom_status(dict(self.status))
 
 
+def _version_settled(run: _Run) -> Flow:
+    """Wait until the gallery version is not being updated (a tag update of the previous
+    transition may still run; Azure refuses VMs from, and writes to, an updating version)."""
+    yield from wait(
+        run.context,
+        names.ACT_GET_RESOURCE_STATE,
+        {"resource_id": run.plan["version_id"]},
+        "provisioned",
+        interval=run.interval,
+        deadline=now(run.context) + VERSION_SETTLE_TIMEOUT,
+        what=f"gallery version {run.plan['version']} settled",
+    )
+
+
 def _transition(run: _Run, action: str, reason: str) -> Flow:
     req = run.request
+    yield from _version_settled(run)
     result = yield from call(
         run.context,
         names.ACT_SET_VERSION_STATE,
@@ -88,6 +104,7 @@ def _transition(run: _Run, action: str, reason: str) -> Flow:
 def _create_hosts(run: _Run) -> Flow:
     plan = run.plan
     run.phase("create-hosts", f"{len(plan['vm_names'])} host(s) from {plan['version_id']}")
+    yield from _version_settled(run)
     expires = now(run.context) + timedelta(minutes=int(plan["register_timeout_minutes"]) + 120)
     yield from call(
         run.context,

@@ -1,0 +1,219 @@
+"""Validation of a staged version on real session hosts, end to end, in virtual time.
+
+The real app (plus the TEST-ONLY ``set_version_state`` stand-in, tests/e2e/validation_app.py)
+runs on the devhost against the emulator. A staged version of ``win11-office`` is seeded in the
+gallery with the guest the build would have produced; each test starts a validation over HTTP
+(or by the staged event) and judges the app by what Azure (the emulator) holds afterwards: the
+version's state tag, and no validation VM, NIC, disk or session host left in the test pool.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from devhost.demo import DEFAULT_SCENARIO, World, local_world
+from shared.names import validation_instance_id
+from tests.e2e.conftest import ROOT, post_json
+
+pytestmark = pytest.mark.slow
+
+APP = "tests.e2e.validation_app:app"
+CATALOGUE = ROOT / "catalogue" / "images.yaml"
+SUB = "00000000-0000-0000-0000-000000000001"
+IMAGE = "win11-office"
+VERSION = "1.0.0"
+VERSION_ID = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-avd-images/providers/Microsoft.Compute/galleries/"
+    f"gal_avd_images/images/{IMAGE}/versions/{VERSION}"
+)
+TEST_POOL = (
+    f"/subscriptions/{SUB}/resourceGroups/rg-avd/providers/"
+    "Microsoft.DesktopVirtualization/hostPools/hp-office-test"
+)
+
+
+def scenario_with_staged_version(state: str = "staged") -> dict[str, Any]:
+    """The default scenario plus the Office image's gallery holding one staged version."""
+    sc: dict[str, Any] = yaml.safe_load(DEFAULT_SCENARIO.read_text())
+    sc["galleries"].append(
+        {
+            "name": "gal_avd_images",
+            "resource_group": "rg-avd-images",
+            "location": "westeurope",
+            "images": [
+                {
+                    "name": IMAGE,
+                    "publisher": "Contoso",
+                    "offer": "avd-win11",
+                    "sku": "office",
+                    "security_type": "TrustedLaunchSupported",
+                    "versions": [
+                        {
+                            "version": VERSION,
+                            "exclude_from_latest": True,
+                            "tags": {"imagefactory:state": state, "imagefactory:image": IMAGE},
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    return sc
+
+
+def built_guest(world: World, *, seven_zip: str = "24.08") -> None:
+    """Give the seeded version the guest a build of win11-office leaves behind."""
+    from emulator.guest import GuestState
+
+    guest = world.emulator.emu.store.meta(VERSION_ID)["guest"]
+    assert isinstance(guest, GuestState)
+    guest.apps["7zip.7zip"] = seven_zip
+    guest.set_registry(r"HKLM\SOFTWARE\FSLogix\Profiles", "Enabled", "REG_DWORD", "1")
+    guest.set_registry(
+        r"HKLM\SYSTEM\CurrentControlSet\Control\BitLocker",
+        "PreventDeviceEncryption",
+        "REG_DWORD",
+        "1",
+    )
+    guest.bitlocker = "FullyDecrypted"
+
+
+def catalogue_with(tmp_path: Path, **validation: Any) -> Path:
+    raw = yaml.safe_load(CATALOGUE.read_text())
+    image = next(i for i in raw["images"] if i["name"] == IMAGE)
+    image["validation"] = {**copy.deepcopy(image["validation"]), **validation}
+    path = tmp_path / "images.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with local_world(scenario_with_staged_version(), CATALOGUE, app_spec=APP) as w:
+        built_guest(w)
+        yield w
+
+
+def start(world: World) -> dict[str, Any]:
+    code, body = post_json(
+        f"{world.host.url}/api/images/{IMAGE}/versions/{VERSION}/validation",
+        {"reason": "e2e", "change_ticket": "CHG0001"},
+    )
+    assert code == 202, body
+    world.clock.resume()
+    result: dict[str, Any] = world.host.engine.wait_for(
+        validation_instance_id(IMAGE, VERSION), 240
+    )
+    return result
+
+
+def version_state(world: World) -> str:
+    doc = world.emulator.emu.store.get(VERSION_ID)
+    assert doc is not None
+    return str(doc["tags"]["imagefactory:state"])
+
+
+def leftovers(world: World) -> list[str]:
+    """Anything of a validation still in Azure: VMs, NICs, disks, session hosts."""
+    store = world.emulator.emu.store
+    found = [
+        str(r["id"])
+        for kind in (
+            "Microsoft.Compute/virtualMachines",
+            "Microsoft.Network/networkInterfaces",
+            "Microsoft.Compute/disks",
+        )
+        for r in store.list("/subscriptions", kind)
+        if "vm-val-" in str(r["id"])
+    ]
+    found += [
+        str(h["id"])
+        for h in store.list(TEST_POOL + "/sessionHosts", "Microsoft.DesktopVirtualization/hostpools/sessionhosts")
+    ]
+    return found
+
+
+def created_vms(world: World) -> list[dict[str, Any]]:
+    """Every VM PUT the emulator accepted for a validation host (its request body)."""
+    return [
+        e.data
+        for e in world.emulator.emu.events.events("Microsoft.Resources.ResourceWriteSuccess")
+        if "/virtualMachines/vm-val-" in str(e.data.get("resourceUri", ""))
+    ]
+
+
+def test_validation_passes_and_removes_every_validation_resource(world: World) -> None:
+    status = start(world)
+
+    assert status["runtimeStatus"] == "Completed", status
+    out = status["output"]
+    assert out["outcome"] == "validated", out
+    assert version_state(world) == "validated"
+    assert [c["passed"] for c in out["checks"]] == [True, True, True, True]
+    assert "7zip.7zip=24.08" in out["checks"][0]["detail"]
+    assert out["cleanup"] == {"left": []}
+    assert leftovers(world) == []
+    # The host was created from the exact version (never "latest") and registered drained.
+    avd = world.emulator.emu.report()["avd"] if "avd" in world.emulator.emu.report() else {}
+    history = [
+        e for e in (avd.get("history") or []) if e.get("kind") == "sessionHostUpdate"
+    ]
+    assert all(e.get("allowNewSession") is False for e in history)
+
+
+def test_failing_smoke_check_fails_with_its_output_and_cleans_up(tmp_path: Path) -> None:
+    catalogue = catalogue_with(
+        tmp_path,
+        checks=[
+            {"kind": "bitlocker", "expected": "off"},
+            {"kind": "app_present", "name": "7zip.7zip", "min_version": "25.1"},
+        ],
+    )
+    with local_world(scenario_with_staged_version(), catalogue, app_spec=APP) as world:
+        built_guest(world)
+        status = start(world)
+
+        out = status["output"]
+        assert out["outcome"] == "failed", out
+        assert "7zip.7zip 24.08 is installed, at least 25.1 expected" in out["reason"]
+        assert "checks[1] app_present 7zip.7zip" in out["reason"]
+        assert version_state(world) == "failed"
+        assert "24.08" in world.emulator.emu.store.get(VERSION_ID)["tags"][
+            "imagefactory:state-reason"
+        ]
+        assert leftovers(world) == []
+
+
+def test_host_that_never_registers_fails_by_the_deadline_and_cleans_up(world: World) -> None:
+    # The agent of every validation host never reaches AVD: no session host ever appears.
+    world.emulator.emu.faults.add(
+        {"type": "flag", "kind": "host_never_registers", "match": {"vm": "vm-val-*"}}
+    )
+    status = start(world)
+
+    out = status["output"]
+    assert out["outcome"] == "failed", out
+    assert "registering in the test host pool" in out["reason"]
+    assert "deadline" in out["reason"]
+    assert version_state(world) == "failed"
+    assert leftovers(world) == []
+
+
+def test_second_request_is_refused_while_one_exists(world: World) -> None:
+    url = f"{world.host.url}/api/images/{IMAGE}/versions/{VERSION}/validation"
+    assert post_json(url, {})[0] == 202
+    code, body = post_json(url, {})
+    assert code == 409, body
+    assert body["error"]["code"] == "ValidationExists"
+    code, body = post_json(
+        f"{world.host.url}/api/images/{IMAGE}/versions/1.x/validation", {}
+    )
+    assert code == 400 and body["error"]["field"] == "version"
+    code, body = post_json(url.replace(IMAGE, "no-such-image"), {})
+    assert code == 404
