@@ -139,15 +139,6 @@ def leftovers(world: World) -> list[str]:
     return found
 
 
-def created_vms(world: World) -> list[dict[str, Any]]:
-    """Every VM PUT the emulator accepted for a validation host (its request body)."""
-    return [
-        e.data
-        for e in world.emulator.emu.events.events("Microsoft.Resources.ResourceWriteSuccess")
-        if "/virtualMachines/vm-val-" in str(e.data.get("resourceUri", ""))
-    ]
-
-
 def test_validation_passes_and_removes_every_validation_resource(world: World) -> None:
     status = start(world)
 
@@ -159,12 +150,24 @@ def test_validation_passes_and_removes_every_validation_resource(world: World) -
     assert "7zip.7zip=24.08" in out["checks"][0]["detail"]
     assert out["cleanup"] == {"left": []}
     assert leftovers(world) == []
-    # The host was created from the exact version (never "latest") and registered drained.
-    avd = world.emulator.emu.report()["avd"] if "avd" in world.emulator.emu.report() else {}
-    history = [
-        e for e in (avd.get("history") or []) if e.get("kind") == "sessionHostUpdate"
-    ]
-    assert all(e.get("allowNewSession") is False for e in history)
+    # Registered, then drained at once, never opened (no soak, no test group); the VM came
+    # from the exact version id, never "latest".
+    from emulator.avd import avd_state
+
+    log = avd_state(world.emulator.emu).log
+    registered = [e for e in log if e["kind"] == "registered" and "vm-val-" in e["vm"]]
+    updates = [e for e in log if e["kind"] == "sessionHostUpdate" and "vm-val-" in e["host"]]
+    assert len(registered) == 1
+    assert [e["allowNewSession"] for e in updates] == [False]
+    assert updates[0]["time"] == registered[0]["time"] or updates[0]["time"] > registered[0]["time"]
+    calls = [c["action"] for c in stand_in_calls() if c["at"] >= "2026-01-05"]
+    assert calls[-2:] == ["start_validation", "pass_validation"]
+
+
+def stand_in_calls() -> list[dict[str, Any]]:
+    from tests.e2e import validation_app
+
+    return list(validation_app.CALLS)
 
 
 def test_failing_smoke_check_fails_with_its_output_and_cleans_up(tmp_path: Path) -> None:
