@@ -107,9 +107,7 @@ def start(world: World) -> dict[str, Any]:
     )
     assert code == 202, body
     world.clock.resume()
-    result: dict[str, Any] = world.host.engine.wait_for(
-        validation_instance_id(IMAGE, VERSION), 240
-    )
+    result: dict[str, Any] = world.host.engine.wait_for(validation_instance_id(IMAGE, VERSION), 240)
     return result
 
 
@@ -134,7 +132,9 @@ def leftovers(world: World) -> list[str]:
     ]
     found += [
         str(h["id"])
-        for h in store.list(TEST_POOL + "/sessionHosts", "Microsoft.DesktopVirtualization/hostpools/sessionhosts")
+        for h in store.list(
+            TEST_POOL + "/sessionHosts", "Microsoft.DesktopVirtualization/hostpools/sessionhosts"
+        )
     ]
     return found
 
@@ -187,9 +187,9 @@ def test_failing_smoke_check_fails_with_its_output_and_cleans_up(tmp_path: Path)
         assert "7zip.7zip 24.08 is installed, at least 25.1 expected" in out["reason"]
         assert "checks[1] app_present 7zip.7zip" in out["reason"]
         assert version_state(world) == "failed"
-        assert "24.08" in world.emulator.emu.store.get(VERSION_ID)["tags"][
-            "imagefactory:state-reason"
-        ]
+        assert (
+            "24.08" in world.emulator.emu.store.get(VERSION_ID)["tags"]["imagefactory:state-reason"]
+        )
         assert leftovers(world) == []
 
 
@@ -214,9 +214,8 @@ def test_second_request_is_refused_while_one_exists(world: World) -> None:
     code, body = post_json(url, {})
     assert code == 409, body
     assert body["error"]["code"] == "ValidationExists"
-    code, body = post_json(
-        f"{world.host.url}/api/images/{IMAGE}/versions/1.x/validation", {}
-    )
-    assert code == 400 and body["error"]["field"] == "version"
+    code, body = post_json(f"{world.host.url}/api/images/{IMAGE}/versions/1.x/validation", {})
+    assert code == 400
+    assert body["error"]["field"] == "version"
     code, body = post_json(url.replace(IMAGE, "no-such-image"), {})
     assert code == 404
