@@ -20,20 +20,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.core import PipelineClient
-from azure.core.pipeline.policies import BearerTokenCredentialPolicy, RetryPolicy
+from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 from azure.mgmt.compute import models as compute_models
+from azure.mgmt.core.exceptions import ARMErrorFormat
 from azure.mgmt.desktopvirtualization import models as avd_models
 
 from shared.azure import compute
-from shared.azure.clients import avd_client, credential
+from shared.azure.clients import avd_client
 from shared.azure.errors import absent_as_none, azure_call
 from shared.domain.resources import HOST_POOL_TYPE, ResourceId
 from shared.errors import PermanentError
 from shared.settings import Settings
 
-LOG_ANALYTICS_ENDPOINT = "https://api.loganalytics.io"
+WORKSPACE_TYPE = "Microsoft.OperationalInsights/workspaces"
+LOG_ANALYTICS_API_VERSION = "2020-08-01"
 
 
 def _client(settings: Settings, subscription_id: str | None) -> Any:
@@ -363,15 +364,16 @@ def connection_counts(
 
     AVD's management API keeps no connection history: in Azure the signal is the
     ``WVDConnections`` table of the Log Analytics workspace the host pool's diagnostic settings
-    send to, read with the workspace query API (``LOG_ANALYTICS_WORKSPACE_ID``; endpoint
-    ``LOG_ANALYTICS_ENDPOINT``, default ``https://api.loganalytics.io``). The emulator serves
-    the same query route for its simulated users (docs/validation.md).
+    send to, read with the workspace query API through ARM
+    (``POST {workspace id}/api/query?api-version=2020-08-01``; the workspace's resource id in
+    ``LOG_ANALYTICS_WORKSPACE_ID``). The emulator serves the same route from its simulated
+    users' connections (docs/validation.md).
     """
     workspace = os.environ.get("LOG_ANALYTICS_WORKSPACE_ID", "").strip()
     if not workspace:
         return None
-    endpoint = os.environ.get("LOG_ANALYTICS_ENDPOINT", "").strip() or LOG_ANALYTICS_ENDPOINT
     arm = _pool(pool_id)
+    ws = ResourceId.parse(workspace, "LOG_ANALYTICS_WORKSPACE_ID", WORKSPACE_TYPE)
     query = (
         "WVDConnections "
         f"| where _ResourceId =~ '{str(arm).lower()}' "
@@ -380,24 +382,19 @@ def connection_counts(
         "Failed = dcountif(CorrelationId, State == 'Failed')"
     )
     body = {"query": query, "timespan": f"{since.isoformat()}/{until.isoformat()}"}
-    client: PipelineClient[HttpRequest, Any] = PipelineClient(
-        base_url=endpoint,
-        policies=[
-            BearerTokenCredentialPolicy(credential(settings), f"{LOG_ANALYTICS_ENDPOINT}/.default"),
-            RetryPolicy(retry_total=settings.arm_max_retries),
-        ],
-        connection_verify=settings.ca_bundle if settings.uses_emulator else True,
-    )
+    client = compute.client_for(settings, ws.subscription_id)
     request = HttpRequest(
-        "POST", f"{endpoint.rstrip('/')}/v1/workspaces/{workspace}/query", json=body
+        "POST", f"{ws}/api/query?api-version={LOG_ANALYTICS_API_VERSION}", json=body
     )
-    with azure_call(f"query connections of {arm.name}"):
+    with azure_call(f"query the connections of {arm.name}"):
         response = client.send_request(request)
-        response.raise_for_status()
-    table = (response.json().get("tables") or [{}])[0]
+        response.read()
+        if response.status_code >= 400:
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+    table = (compute.json_body(response).get("tables") or [{}])[0]
     columns = [str(c.get("name")) for c in table.get("columns") or []]
     row = (table.get("rows") or [[0, 0]])[0]
-    values = dict(zip(columns, row, strict=False)) if columns else {}
+    values = dict(zip(columns, row, strict=False))
     return ConnectionCounts(int(values.get("Connections") or 0), int(values.get("Failed") or 0))
 
 
