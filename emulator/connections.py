@@ -87,7 +87,10 @@ def connection_failure(emu: Emulator, host: dict[str, Any]) -> str | None:
         vm=vm_id.rsplit("/", 1)[-1],
         image=image,
     ):
-        return f"ConnectionFailedClientDisconnect: the session host did not accept the session ({image})"
+        return (
+            "ConnectionFailedClientDisconnect: the session host did not accept the session "
+            f"({image})"
+        )
     return None
 
 
