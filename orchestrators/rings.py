@@ -51,9 +51,9 @@ def _wait_for_ring(
                 break
         if blocker is None:
             return None
-        if "later version" in blocker or now(context) >= give_up:
-            return blocker
-        _status(context, status, ring=ring["name"], phase="waiting", detail=blocker)
+        if blocker.final or now(context) >= give_up:
+            return blocker.reason
+        _status(context, status, ring=ring["name"], phase="waiting", detail=blocker.reason)
         yield context.create_timer(now(context) + max(interval, timedelta(minutes=5)))
 
 
@@ -153,7 +153,14 @@ def promote_rings(context: df.DurableOrchestrationContext) -> Flow:
         if soak_until > start:
             yield context.create_timer(soak_until)
         gate = yield from _gate(context, ring, start, now(context))
-        results.append({"ring": ring["name"], **gate})
+        results.append(
+            {
+                "ring": ring["name"],
+                "started": start.isoformat(),
+                "ended": now(context).isoformat(),
+                **gate,
+            }
+        )
         if not gate["passed"]:
             yield from _mark(context, ring, "held")
             reason = "; ".join(gate["reasons"])

@@ -326,7 +326,18 @@ def _version_key(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")) if re.fullmatch(_VERSION, version) else ()
 
 
-def ring_blocker(claim: Mapping[str, str], version: str, *, force: bool = False) -> str | None:
+@dataclass(frozen=True)
+class RingBlock:
+    """Why a version may not enter a ring now: ``final`` when it never may (a later version
+    is there), otherwise it may once the earlier version's soak there ends."""
+
+    reason: str
+    final: bool
+
+
+def ring_blocker(
+    claim: Mapping[str, str], version: str, *, force: bool = False
+) -> RingBlock | None:
     """Why ``version`` may not enter a ring whose pools carry ``claim`` (ring tags); None if
     it may. An earlier version still soaking there blocks it (unless ``force``); a later
     version already there always does (a version never goes backwards over a newer one)."""
@@ -336,11 +347,12 @@ def ring_blocker(claim: Mapping[str, str], version: str, *, force: bool = False)
         return None
     ring = claim.get(TAG_RING, "the ring")
     if _version_key(held) > _version_key(version):
-        return f"a later version {held} is already in ring {ring} ({state})"
+        return RingBlock(f"a later version {held} is already in ring {ring} ({state})", True)
     if state == "soaking" and not force:
         until = claim.get(TAG_RING_SOAK_UNTIL, "?")
-        return (
+        return RingBlock(
             f"version {held} is still soaking in ring {ring} until {until}; a later version "
-            "does not overtake it (force: true to override)"
+            "does not overtake it (force: true to override)",
+            False,
         )
     return None
