@@ -219,3 +219,41 @@ def test_second_request_is_refused_while_one_exists(world: World) -> None:
     assert body["error"]["field"] == "version"
     code, body = post_json(url.replace(IMAGE, "no-such-image"), {})
     assert code == 404
+
+
+def test_staged_event_starts_the_validation_once(world: World) -> None:
+    """The build's ImageVersionStaged event (delivered twice: Event Grid is at-least-once)
+    starts exactly one validation of that version."""
+    events = world.emulator.emu.events
+    events.subscribe(
+        {
+            "name": "version-staged",
+            "endpoint": world.webhook("on_image_version_staged"),
+            "includedEventTypes": ["ImageFactory.ImageVersionStaged"],
+        }
+    )
+    topic = (
+        f"/subscriptions/{SUB}/resourceGroups/eventgrid/providers/"
+        "Microsoft.EventGrid/topics/imagefactory"
+    )
+    data = {"image": IMAGE, "version": VERSION, "version_id": VERSION_ID, "build_id": "b-1"}
+    for _ in range(2):
+        events.publish(
+            "ImageFactory.ImageVersionStaged",
+            f"images/{IMAGE}/versions/{VERSION}",
+            data,
+            topic=topic,
+        )
+    world.clock.resume()
+    status = world.host.engine.wait_for(validation_instance_id(IMAGE, VERSION), 240)
+
+    assert status["output"]["outcome"] == "validated", status["output"]
+    assert status["input"]["reason"] == "staged by build b-1"
+    starts = [
+        c
+        for c in stand_in_calls()
+        if c["action"] == "start_validation" and c["reason"] == "staged by build b-1"
+    ]
+    assert len(starts) == 1  # the second delivery found the instance and did nothing
+    assert version_state(world) == "validated"
+    assert leftovers(world) == []
