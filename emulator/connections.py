@@ -54,6 +54,7 @@ class ConnectionRecord:
 @dataclass
 class ConnectionLog:
     records: list[ConnectionRecord] = field(default_factory=list)
+    count: int = 0  # correlation ids from a counter: the emulator's own id stream stays as is
 
 
 def connection_log(emu: Emulator) -> ConnectionLog:
@@ -98,8 +99,10 @@ def record_connection(
     emu: Emulator, pool_id: str, host_id: str, upn: str, state: str, reason: str = ""
 ) -> None:
     log = connection_log(emu)
+    log.count += 1
+    correlation = f"00000000-0000-4000-8000-{log.count:012d}"
     log.records.append(
-        ConnectionRecord(emu.now(), pool_id, host_id, upn, emu.new_id(), state, reason)
+        ConnectionRecord(emu.now(), pool_id, host_id, upn, correlation, state, reason)
     )
     if len(log.records) > LIMIT:
         del log.records[: len(log.records) - LIMIT]
