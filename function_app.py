@@ -12,9 +12,8 @@ from orchestrators import build, build_queue, cleanup, rings, validate, wait
 from triggers import builds, events, timers
 from triggers import validation as validation_triggers
 
-app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-
-for blueprint in (
+# Every blueprint of the app, in registration order (a test app may compose the same set).
+BLUEPRINTS = (
     build.bp,
     build_queue.bp,
     cleanup.bp,
@@ -28,5 +27,8 @@ for blueprint in (
     validation_activities.bp,
     ring_activities.bp,
     validation_triggers.bp,
-):
+)
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in BLUEPRINTS:
     app.register_functions(blueprint)

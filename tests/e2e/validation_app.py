@@ -14,10 +14,11 @@ from __future__ import annotations
 from typing import Any
 
 import azure.durable_functions as df
+import azure.functions as func
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.compute import models
 
-from function_app import app
+from function_app import BLUEPRINTS
 from shared import names
 from shared.app_catalogue import find_image
 from shared.azure.clients import compute_client
@@ -82,4 +83,8 @@ def set_version_state(payload: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-app.register_functions(stand_in)
+# A separate app object (the devhost indexes each app object once): the real blueprints plus
+# the stand-in.
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in (*BLUEPRINTS, stand_in):
+    app.register_functions(blueprint)
