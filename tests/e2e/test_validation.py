@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,36 @@ def test_staged_event_starts_the_validation_once(world: World) -> None:
     assert len(starts) == 1  # the second delivery found the instance and did nothing
     assert version_state(world) == "validated"
     assert leftovers(world) == []
+
+
+def test_host_turning_unhealthy_in_the_soak_fails_and_cleans_up(tmp_path: Path) -> None:
+    """Opened to the test group for the soak, the host later needs assistance: failed."""
+    catalogue = catalogue_with(tmp_path, soak_minutes=120, test_group="AVD-Pilot")
+    with local_world(scenario_with_staged_version(), catalogue, app_spec=APP) as world:
+        built_guest(world)
+        emu = world.emulator.emu
+        opened: list[str] = []
+
+        def sicken_once_open() -> None:
+            from emulator.avd import _host_rt, session_hosts_of
+
+            for host in session_hosts_of(emu, TEST_POOL):
+                if "vm-val-" in host["name"] and host["properties"].get("allowNewSession"):
+                    opened.append(emu.now_iso())
+                    rt = _host_rt(emu, str(host["id"]))
+                    assert rt is not None
+                    rt.needs_assistance = True  # e.g. FSLogix profiles stop attaching
+                    return
+            emu.schedule(timedelta(minutes=10), sicken_once_open, "test:sicken")
+
+        emu.schedule(timedelta(minutes=10), sicken_once_open, "test:sicken")
+        status = start(world)
+
+        out = status["output"]
+        assert out["outcome"] == "failed", out
+        assert "turned unhealthy during the soak" in out["reason"]
+        assert "NeedsAssistance" in out["reason"]
+        assert opened, "the host was never opened to the test group"
+        assert [c["passed"] for c in out["checks"]] == [True, True, True, True]
+        assert version_state(world) == "failed"
+        assert leftovers(world) == []
