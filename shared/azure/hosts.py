@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
@@ -396,8 +396,3 @@ def connection_counts(
     row = (table.get("rows") or [[0, 0]])[0]
     values = dict(zip(columns, row, strict=False))
     return ConnectionCounts(int(values.get("Connections") or 0), int(values.get("Failed") or 0))
-
-
-def expiry_needed(now: datetime, wait: timedelta) -> datetime:
-    """A token expiry that outlives the registration wait (at least 2 hours, at most 30 days)."""
-    return now + min(max(wait + timedelta(hours=1), timedelta(hours=2)), timedelta(days=29))

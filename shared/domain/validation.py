@@ -40,7 +40,6 @@ CHECK_KINDS: Final = ("app_present", "bitlocker", "registry_value", "script")
 
 _PACKAGE = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}"
 _VERSION = r"\d{1,9}(?:\.\d{1,9}){0,3}"
-_HIVE = r"(?:HKLM|HKCU)"
 _REG_PATH = r"(?:HKLM|HKCU)(?:\\[A-Za-z0-9 _.+()-]{1,255}){1,32}"
 _REG_NAME = r"[A-Za-z0-9 _.+()-]{1,255}"
 _TEXT = r"[^'\r\n`$\u2018\u2019]{0,1000}"
