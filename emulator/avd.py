@@ -557,6 +557,10 @@ def _register_due(emu: Emulator, vm_id: str, token: str) -> None:
     if pool is None:
         _reject(emu, vm_id, reg, "HostPoolNotFound: the token's host pool no longer exists")
         return
+    if emu.faults.flag("host_never_registers", vm=str(vm["name"]), host_pool=str(pool["name"])):
+        reg.state = "lost"  # the agent never reaches the service: no host, no error in ARM
+        avd_state(emu).record(emu, "registrationLost", vm=vm_id)
+        return
     try:
         host = register_vm(emu, str(pool["id"]), vm_id)
     except ValueError as e:

@@ -22,6 +22,9 @@ ORCH_DECIDE_APPROVAL: Final = "decide_approval"
 ORCH_APPROVAL_TIMEOUT: Final = "approval_timeout"
 ORCH_RETENTION: Final = "retention_run"
 
+ORCH_VALIDATE_VERSION: Final = "validate_version"
+ORCH_PROMOTE_RINGS: Final = "promote_rings"
+
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"
 
@@ -51,10 +54,26 @@ ACT_GET_HOST_POOL_TEMPLATE: Final = "get_host_pool_template"
 ACT_SET_HOST_POOL_IMAGE: Final = "set_host_pool_image"
 ACT_PUBLISH_LIFECYCLE_EVENT: Final = "publish_lifecycle_event"
 
+# Activities: validation on real session hosts, and ring promotion
+ACT_RESOLVE_VALIDATION_PLAN: Final = "resolve_validation_plan"
+ACT_ENSURE_REGISTRATION_TOKEN: Final = "ensure_registration_token"  # noqa: S105 - a name
+ACT_CREATE_VALIDATION_HOST: Final = "create_validation_host"
+ACT_GET_VALIDATION_HOST: Final = "get_validation_host"
+ACT_SET_SESSION_HOST_DRAIN: Final = "set_session_host_drain"
+ACT_DELETE_SESSION_HOST: Final = "delete_session_host"
+ACT_LIST_VALIDATION_RESOURCES: Final = "list_validation_resources"
+ACT_RESOLVE_RING_PLAN: Final = "resolve_ring_plan"
+ACT_SET_RING_HOST_POOL_IMAGE: Final = "set_ring_host_pool_image"
+ACT_GET_RING_HEALTH: Final = "get_ring_health"
+ACT_GET_CONNECTION_COUNTS: Final = "get_connection_counts"
+ACT_GET_RING_CLAIM: Final = "get_ring_claim"
+ACT_SET_RING_STATE: Final = "set_ring_state"
+
 # External events raised to orchestrations
 EVT_BUILD_REQUESTED: Final = "BuildRequested"
 EVT_SYSPREP_FINISHED: Final = "SysprepFinished"
 EVT_CANCEL: Final = "Cancel"
+EVT_RING_RESUME: Final = "RingResume"
 
 # Custom Event Grid event types this app publishes or accepts
 EG_MARKETPLACE_IMAGE_PUBLISHED: Final = "ImageFactory.MarketplaceImagePublished"
@@ -96,6 +115,8 @@ def approval_instance_id(image: str, version: str) -> str:
 def approval_timer_instance_id(image: str, version: str) -> str:
     """The approval deadline of one validated version: ``approval-timeout:<image>:<version>``."""
     return f"approval-timeout:{image}:{version}"
+
+
 # Activities: retention (docs/retention.md; one Azure call or query each)
 ACT_RETENTION_POLICY: Final = "retention_policy"
 ACT_LIST_RETENTION_VERSIONS: Final = "retention_list_versions"
@@ -111,3 +132,13 @@ ACT_DELETE_LEFTOVER: Final = "retention_delete_leftover"
 def retention_instance_id(run_id: str) -> str:
     """One retention run: ``retention:<run id>`` (the timer's run id is its schedule time)."""
     return f"retention:{run_id}"
+
+
+def validation_instance_id(image: str, version: str) -> str:
+    """The validation of one version: ``validation:<image>:<version>``."""
+    return f"validation:{image}:{version}"
+
+
+def rings_instance_id(image: str, version: str) -> str:
+    """The ring-by-ring promotion of one version: ``rings:<image>:<version>``."""
+    return f"rings:{image}:{version}"
