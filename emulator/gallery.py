@@ -36,6 +36,7 @@ from emulator.arm import (
     Response,
     bad_request,
     check_name,
+    merge_patch,
     parent_not_found,
     resource_not_found,
 )
@@ -52,6 +53,8 @@ VERSION_TYPE = "Microsoft.Compute/galleries/images/versions"
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 DISK_TYPE = "Microsoft.Compute/disks"
 SNAPSHOT_TYPE = "Microsoft.Compute/snapshots"
+MANAGED_IMAGE_TYPE = "Microsoft.Compute/images"
+SHARING_PERMISSIONS = {"private": "Private", "groups": "Groups", "community": "Community"}
 
 GALLERIES_SUB = "/subscriptions/{sub}/providers/Microsoft.Compute/galleries"
 GALLERIES = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries"
@@ -443,6 +446,7 @@ def register(emu: Emulator) -> None:
             existing["tags"] = tags
             if "description" in props:
                 existing["properties"]["description"] = description
+            _apply_gallery_options(existing, props)
             return _gallery_update_lro(req, existing)
         doc: dict[str, Any] = {
             "id": gid,
@@ -457,8 +461,43 @@ def register(emu: Emulator) -> None:
         }
         if description is not None:
             doc["properties"]["description"] = description
+        _apply_gallery_options(doc, props)
         emu.store.put(gid, doc)
         return _simple_lro(req, gid, "gallery.create", 201)
+
+    def _apply_gallery_options(doc: dict[str, Any], props: dict[str, Any]) -> None:
+        """``sharingProfile`` (permissions, community info; groups change through ``share``)
+        and ``softDeletePolicy``, on create and update."""
+        sharing = props.get("sharingProfile")
+        if isinstance(sharing, dict):
+            cur = doc["properties"].setdefault("sharingProfile", {"permissions": "Private"})
+            if "permissions" in sharing:
+                raw = str(sharing.get("permissions") or "")
+                perm = SHARING_PERMISSIONS.get(raw.lower())
+                if perm is None:
+                    raise bad_request(
+                        f"The value '{raw}' of sharingProfile.permissions is not valid. Allowed "
+                        "values are 'Private', 'Groups' and 'Community'.",
+                        target="properties.sharingProfile.permissions",
+                    )
+                cur["permissions"] = perm
+            info = sharing.get("communityGalleryInfo")
+            if isinstance(info, dict):
+                kept = {
+                    k: v
+                    for k, v in info.items()
+                    if k not in ("publicNames", "communityGalleryEnabled")
+                }
+                merge_patch(cur.setdefault("communityGalleryInfo", {}), kept)
+        elif sharing is not None:
+            raise bad_request(
+                "sharingProfile must be an object.", target="properties.sharingProfile"
+            )
+        soft = props.get("softDeletePolicy")
+        if isinstance(soft, dict):
+            doc["properties"]["softDeletePolicy"] = {
+                "isSoftDeleteEnabled": bool(soft.get("isSoftDeleteEnabled", False))
+            }
 
     def _location_conflict(existing: dict[str, Any], location: str) -> ArmError:
         rid = parse_resource_id(str(existing["id"]))
@@ -514,7 +553,87 @@ def register(emu: Emulator) -> None:
         props = _properties(body, required=False)
         if "description" in props:
             doc["properties"]["description"] = props["description"]
+        _apply_gallery_options(doc, props)
         return _gallery_update_lro(req, doc)
+
+    @emu.route(
+        "POST",
+        GALLERY + "/share",
+        op="Microsoft.Compute/galleries/share/action",
+        api_versions=API_VERSIONS,
+    )
+    def share_gallery(req: Request) -> Response:
+        """GallerySharingProfile_Update: Add/Remove groups, Reset, EnableCommunity."""
+        gid = _gallery_id(fmt(req))
+        doc = emu.store.get(gid)
+        if doc is None:
+            raise resource_not_found(gid)
+        body = req.json_object()
+        op = str(body.get("operationType") or "")
+        groups = body.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise bad_request("groups must be a list of objects.", target="groups")
+        sharing = doc["properties"].setdefault("sharingProfile", {"permissions": "Private"})
+        perm = str(sharing.get("permissions", "Private"))
+        current: dict[str, list[str]] = {
+            str(g.get("type")): [str(i) for i in g.get("ids") or []]
+            for g in sharing.get("groups") or []
+        }
+        if op.lower() in ("add", "remove"):
+            if perm != "Groups":
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"The gallery '{doc['name']}' has sharing permission '{perm}'; set "
+                    "sharingProfile.permissions to 'Groups' before adding or removing groups.",
+                )
+            for g in groups:
+                kind = str(g.get("type") or "")
+                if kind not in ("Subscriptions", "AADTenants"):
+                    raise bad_request(
+                        f"The group type '{kind}' is not valid. Allowed values are "
+                        "'Subscriptions' and 'AADTenants'.",
+                        target="groups.type",
+                    )
+                ids = [str(i) for i in g.get("ids") or []]
+                have = current.setdefault(kind, [])
+                if op.lower() == "add":
+                    have.extend(i for i in ids if i.lower() not in {h.lower() for h in have})
+                else:
+                    current[kind] = [h for h in have if h.lower() not in {i.lower() for i in ids}]
+        elif op.lower() == "reset":
+            current = {}
+            sharing["permissions"] = "Private"
+            sharing.pop("communityGalleryInfo", None)
+        elif op.lower() == "enablecommunity":
+            info = sharing.get("communityGalleryInfo") or {}
+            if perm != "Community" or not info.get("publicNamePrefix"):
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"The gallery '{doc['name']}' needs sharingProfile.permissions 'Community' "
+                    "and communityGalleryInfo (publisherUri, publisherContact, eula, "
+                    "publicNamePrefix) before it can be shared with the community.",
+                )
+            info["communityGalleryEnabled"] = True
+            info["publicNames"] = [f"{info['publicNamePrefix']}-{emu.new_id()}"]
+        else:
+            raise bad_request(
+                f"The value '{op}' of operationType is not valid. Allowed values are 'Add', "
+                "'Remove', 'Reset' and 'EnableCommunity'.",
+                target="operationType",
+            )
+        sharing["groups"] = [{"type": k, "ids": v} for k, v in current.items() if v]
+        result = {"operationType": op, "groups": copy.deepcopy(sharing["groups"])}
+        return emu.begin_lro(
+            gid,
+            duration=emu.latency.get("gallery.update"),
+            on_complete=lambda: result,
+            op=req.op,
+            status_code=202,
+            location_result=True,
+            publish_event=True,
+        )
 
     @emu.route("GET", GALLERY, op="Microsoft.Compute/galleries/read", api_versions=API_VERSIONS)
     def get_gallery(req: Request) -> Response:
@@ -774,7 +893,11 @@ def register(emu: Emulator) -> None:
             doc["tags"] = _tags(body)
         props = _properties(body, required=False)
         if props:
-            merged = {**doc["properties"], **props}
+            merged = merge_patch(
+                copy.deepcopy(doc["properties"]),
+                props,
+                read_only=frozenset({"provisioningState"}),
+            )
             merged.pop("provisioningState", None)
             doc["properties"] = _image_properties(merged, doc)
         doc["properties"]["provisioningState"] = "Updating"
@@ -847,6 +970,7 @@ def register(emu: Emulator) -> None:
                 )
             return _update_version(req, existing, props, tags, replace=True)
         capture = _capture(image, source_field, source_id, location)
+        _request_disk_images(props, capture.storage_profile, location)
         profile = _publishing_profile(req, props.get("publishingProfile"), location, None)
         safety = _safety_profile(req, props.get("safetyProfile"), None)
         if not profile.get("endOfLifeDate") and req.api_version >= EOL_DEFAULT_API:
@@ -902,6 +1026,49 @@ def register(emu: Emulator) -> None:
             return resp
         _schedule_regions(vid, rt)
         return resp
+
+    def _request_disk_images(props: dict[str, Any], storage: dict[str, Any], location: str) -> None:
+        """The request's ``osDiskImage.hostCaching`` and ``dataDiskImages`` (each from a managed
+        disk or snapshot in the version's region), echoed as Azure does."""
+        req_storage = props.get("storageProfile") or {}
+        os_req = req_storage.get("osDiskImage")
+        if isinstance(os_req, dict) and os_req.get("hostCaching"):
+            storage["osDiskImage"]["hostCaching"] = str(os_req["hostCaching"])
+        images: list[dict[str, Any]] = []
+        path = "properties.storageProfile.dataDiskImages"
+        raw = req_storage.get("dataDiskImages") or []
+        if not isinstance(raw, list):
+            raise bad_request("dataDiskImages must be a list.", target=path)
+        for item in raw:
+            if not isinstance(item, dict) or not isinstance(item.get("lun"), int):
+                raise bad_request("Each data disk image needs an integer lun.", target=path)
+            src_id = str((item.get("source") or {}).get("id") or "")
+            src = emu.store.get("/" + src_id.strip().lstrip("/")) if src_id else None
+            if src is None or str(src.get("type", "")).lower() not in (
+                DISK_TYPE.lower(),
+                SNAPSHOT_TYPE.lower(),
+            ):
+                raise ArmError(
+                    404,
+                    "NotFound",
+                    f"The source '{src_id}' of data disk image lun {item['lun']} was not found.",
+                    target=f"{path}.source.id",
+                )
+            if norm_region(str(src.get("location", ""))) != location:
+                raise bad_request(
+                    f"The source '{src_id}' must be in the gallery image version's region "
+                    f"'{location}'.",
+                    target=f"{path}.source.id",
+                )
+            images.append(
+                {
+                    "lun": item["lun"],
+                    "hostCaching": str(item.get("hostCaching") or "None"),
+                    "sizeInGB": int(src["properties"].get("diskSizeGB") or 0),
+                    "source": {"id": str(src["id"])},
+                }
+            )
+        storage["dataDiskImages"] = images
 
     def _check_version_name(name: str) -> None:
         parts = name.split(".")
@@ -1113,7 +1280,7 @@ def register(emu: Emulator) -> None:
             )
         allowed = {
             "source.virtualMachineId": {VM_TYPE.lower()},
-            "source.id": {VM_TYPE.lower(), VERSION_TYPE.lower()},
+            "source.id": {VM_TYPE.lower(), VERSION_TYPE.lower(), MANAGED_IMAGE_TYPE.lower()},
             "osDiskImage.source.id": {DISK_TYPE.lower(), SNAPSHOT_TYPE.lower()},
         }[source_field]
         if stype not in allowed:
@@ -1185,6 +1352,31 @@ def register(emu: Emulator) -> None:
             if source_field == "source.id":
                 source_block = {"id": str(src["id"])}
             storage: dict[str, Any] = {"source": source_block}
+        elif stype == MANAGED_IMAGE_TYPE.lower():
+            g = emu.store.meta(source_id).get("guest")
+            captured = g.copy() if isinstance(g, GuestState) else GuestState()
+            iprops = src.get("properties", {})
+            img_os = iprops.get("storageProfile", {}).get("osDisk", {})
+            if str(img_os.get("osState", "Generalized")) != os_state:
+                raise ArmError(
+                    400,
+                    "BadRequest",
+                    f"The resource with id '{src['id']}' has a different OS state "
+                    f"['{img_os.get('osState')}'] than the parent gallery image OS state "
+                    f"['{os_state}'].",
+                    target=target,
+                )
+            img_hv = str(iprops.get("hyperVGeneration") or "V1")
+            if img_hv.upper() != def_hv.upper():
+                fail = ArmError(
+                    409,
+                    "Conflict",
+                    f"The resource with id '{src['id']}' has a different Hypervisor generation "
+                    f"['{img_hv}'] than the parent gallery image Hypervisor generation "
+                    f"['{def_hv}'].",
+                )
+            size_gb = int(img_os.get("diskSizeGB") or captured.disk_size_gb)
+            storage = {"source": {"id": str(src["id"])}}
         elif stype == VERSION_TYPE.lower():
             g = emu.store.meta(source_id).get("guest")
             captured = g.copy() if isinstance(g, GuestState) else GuestState()
