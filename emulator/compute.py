@@ -101,6 +101,35 @@ VM_SIZES: tuple[dict[str, Any], ...] = tuple(
         ("Standard_NV6ads_A10_v5", 6, 56320, 4),
     )
 )
+# The built-in run commands the emulator's guest can run (the action's commandId values).
+BUILTIN_COMMANDS: tuple[dict[str, Any], ...] = (
+    {
+        "$schema": "http://schema.management.azure.com/schemas/2016-11-17/runcommands.json",
+        "id": "RunPowerShellScript",
+        "osType": "Windows",
+        "label": "Executes a PowerShell script",
+        "description": "Custom multiline PowerShell script should be defined in script property. "
+        "Optional parameters can be set in parameters property.",
+        "script": ["param(", "    [string]$arg1,", "    [string]$arg2", ")", "$arg1", "$arg2"],
+        "parameters": [
+            {"name": "arg1", "type": "string", "required": False},
+            {"name": "arg2", "type": "string", "required": False},
+        ],
+    },
+    {
+        "$schema": "http://schema.management.azure.com/schemas/2016-11-17/runcommands.json",
+        "id": "RunShellScript",
+        "osType": "Linux",
+        "label": "Executes a Linux shell script",
+        "description": "Custom multiline shell script should be defined in script property. "
+        "Optional parameters can be set in parameters property.",
+        "script": ["set -e", "$arg1", "$arg2"],
+        "parameters": [
+            {"name": "arg1", "type": "string", "required": False},
+            {"name": "arg2", "type": "string", "required": False},
+        ],
+    },
+)
 MAX_RUN_COMMAND_SECONDS = 5400  # the action runCommand's 90-minute limit
 NOT_RUNNING = "The operation requires the VM to be running (or set to run)."
 
@@ -1686,6 +1715,29 @@ def register(emu: Emulator) -> None:
         )
         return resp
 
+    # -- run commands: the built-in catalogue (VirtualMachineRunCommands_List / _Get) -------
+    catalogue_route = (
+        "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/runCommands"
+    )
+
+    @emu.route("GET", catalogue_route, op="Microsoft.Compute/locations/runCommands/read")
+    def list_builtin_commands(req: Request) -> Response:
+        return emu.paged(
+            req, [{k: v for k, v in c.items() if k != "script"} for c in BUILTIN_COMMANDS]
+        )
+
+    @emu.route(
+        "GET", catalogue_route + "/{commandId}", op="Microsoft.Compute/locations/runCommands/read"
+    )
+    def get_builtin_command(req: Request) -> Response:
+        wanted = req.params["commandId"].lower()
+        for c in BUILTIN_COMMANDS:
+            if str(c["id"]).lower() == wanted:
+                return Response(200, dict(c))
+        raise ArmError(
+            404, "NotFound", f"The run command '{req.params['commandId']}' was not found."
+        )
+
     # -- run commands: managed (child resources) ---------------------------------------------
     rc_route = VM + "/runCommands/{name}"
 
@@ -2310,6 +2362,16 @@ def register(emu: Emulator) -> None:
     @emu.route("GET", IMAGES, op="Microsoft.Compute/images/read")
     def list_images(req: Request) -> Response:
         return emu.paged(req, emu.store.list(RG.format(**_fmt(req)), MANAGED_IMAGE_TYPE))
+
+    @emu.route(
+        "GET",
+        "/subscriptions/{sub}/providers/Microsoft.Compute/images",
+        op="Microsoft.Compute/images/read",
+    )
+    def list_all_images(req: Request) -> Response:
+        return emu.paged(
+            req, emu.store.list(f"/subscriptions/{req.params['sub']}", MANAGED_IMAGE_TYPE)
+        )
 
     @emu.route("DELETE", image_route, op="Microsoft.Compute/images/delete")
     def delete_image(req: Request) -> Response:
