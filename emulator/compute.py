@@ -130,6 +130,23 @@ BUILTIN_COMMANDS: tuple[dict[str, Any], ...] = (
         ],
     },
 )
+# VM properties Azure stores and returns as sent, which the emulator accepts without modelling.
+VM_ECHOED = (
+    "additionalCapabilities",
+    "userData",
+    "priority",
+    "evictionPolicy",
+    "billingProfile",
+    "scheduledEventsProfile",
+    "capacityReservation",
+    "applicationProfile",
+    "availabilitySet",
+    "proximityPlacementGroup",
+    "host",
+    "hostGroup",
+    "platformFaultDomain",
+    "extensionsTimeBudget",
+)
 MAX_RUN_COMMAND_SECONDS = 5400  # the action runCommand's 90-minute limit
 NOT_RUNNING = "The operation requires the VM to be running (or set to run)."
 
@@ -627,6 +644,9 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
         vm_props["osProfile"] = os_profile
     if props.get("licenseType"):
         vm_props["licenseType"] = props["licenseType"]
+    for key in VM_ECHOED:  # accepted and returned as sent (not modelled further)
+        if props.get(key) is not None:
+            vm_props[key] = props[key]
     plan.vm = {
         "name": name,
         "id": vm_id,
@@ -1357,6 +1377,8 @@ def register(emu: Emulator) -> None:
         out: dict[str, Any] = json.loads(json.dumps(doc))
         # Like Azure, never return customData (it may carry secrets such as AVD tokens).
         (out["properties"].get("osProfile") or {}).pop("customData", None)
+        if "userdata" not in expand.lower():  # returned only with $expand=userData
+            out["properties"].pop("userData", None)
         if "instanceview" in expand.lower():
             out["properties"]["instanceView"] = _instance_view(emu, doc)
         return out

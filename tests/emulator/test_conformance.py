@@ -53,6 +53,12 @@ SUBSCRIPTIONS = (
     "daefabc0-95b4-48b3-b645-8a753a63c4fa",
     "24fb23e3-6ba3-41f0-9b6e-e41131d5d61e",
 )
+WINDOWS_SERVER = {
+    "publisher": "MicrosoftWindowsServer",
+    "offer": "WindowsServer",
+    "sku": "2022-datacenter-g2",
+    "version": "latest",
+}
 LINUX = ("Canonical", "ubuntu-24_04-lts", "server", "24.04.202511010")
 PLACEHOLDERS = {
     "/subscriptions/subid/": f"/subscriptions/{SUB}/",
@@ -177,11 +183,10 @@ NOT_SERVED: dict[str, str] = {}
 NOT_MODELLED = {
     "properties.encryptionSettingsCollection": "Azure Disk Encryption (per-disk key vault)",
     "properties.purchasePlan": "marketplace purchase plans on disks",
-    "properties.userData": "user data is returned only when sent (the example sent none)",
-    "properties.applicationProfile": "VM applications",
-    "properties.availabilitySet": "availability sets",
-    "properties.proximityPlacementGroup": "proximity placement groups",
-    "properties.extensionsTimeBudget": "VM extensions",
+    "properties.applicationProfile": "VM applications (echoed when sent)",
+    "properties.availabilitySet": "availability sets (echoed when sent)",
+    "properties.proximityPlacementGroup": "proximity placement groups (echoed when sent)",
+    "properties.extensionsTimeBudget": "VM extensions (echoed when sent)",
     "resources": "VM extensions",
     "properties.instanceView.bootDiagnostics": "boot diagnostics storage",
     "properties.diagnosticsProfile.bootDiagnostics.storageUri": "boot diagnostics storage",
@@ -370,7 +375,8 @@ class World:
             vm_id = str(vm["id"])
             guest = guest_of(emu, vm_id)
             rt = vm_runtime(emu, vm_id)
-            assert guest is not None and rt is not None
+            assert guest is not None
+            assert rt is not None
             if sysprepped or generalized:
                 guest.bitlocker = "FullyDecrypted"
                 guest.sysprepped = True
@@ -528,7 +534,7 @@ class World:
         return str(host["id"])
 
 
-def _arrange(name: str, w: World) -> None:  # noqa: C901, PLR0912 - one branch per example
+def _arrange(name: str, w: World) -> None:
     if name in ("Disk_Create_ByCopyingASnapshot",):
         w.snapshot("mySnapshot")
     elif name in ("Disk_Delete",):
@@ -610,7 +616,10 @@ def _arrange(name: str, w: World) -> None:  # noqa: C901, PLR0912 - one branch p
                 "safetyProfile": {"blockDeletionBeforeEndOfLife": False},
             },
         }
-        path = f"{w.rg_path()}/Microsoft.Compute/galleries/myGalleryName/images/myGalleryImageName/versions/1.0.0"
+        path = (
+            f"{w.rg_path()}/Microsoft.Compute/galleries/myGalleryName/images/"
+            "myGalleryImageName/versions/1.0.0"
+        )
         w.call("PUT", path, "2025-03-03", json.loads(_fill(json.dumps(create))))
         w.settle(path, "2025-03-03")
     elif name == "GalleryImage_Get":
@@ -618,9 +627,7 @@ def _arrange(name: str, w: World) -> None:  # noqa: C901, PLR0912 - one branch p
     elif name == "GalleryImage_ListByGallery":
         w.image()
         w.image("mySecondImage")
-    elif name == "GalleryImage_Create":
-        w.gallery()
-    elif name == "Gallery_Get":
+    elif name == "GalleryImage_Create" or name == "Gallery_Get":
         w.gallery()
     elif name.startswith("VirtualMachineImage_"):
         pass  # the scenario's marketplace (see MARKETPLACE_PARAMETERS)
@@ -637,12 +644,21 @@ def _arrange(name: str, w: World) -> None:  # noqa: C901, PLR0912 - one branch p
         w.settle(f"{vm}/runCommands/myRunCommand", "2025-04-01")
     elif name == "VirtualMachine_Generalize":
         w.vm("myVMName", sysprepped=True, power="stopped")
-    elif name in (
-        "VirtualMachine_Get_InstanceView",
-        "VirtualMachine_Get",
-        "VirtualMachine_Delete_Force",
-    ):
+    elif name in ("VirtualMachine_Get_InstanceView", "VirtualMachine_Delete_Force"):
         w.vm("myVM")
+    elif name == "VirtualMachine_Get":
+        # Created with user data, which the example's GET ($expand=userData) returns.
+        body = {
+            "location": "westus",
+            "properties": {
+                "hardwareProfile": {"vmSize": "Standard_D2s_v5"},
+                "storageProfile": {"imageReference": dict(WINDOWS_SERVER)},
+                "osProfile": {"computerName": "myVM", "adminUsername": "azureuser"},
+                "networkProfile": {"networkInterfaces": [{"id": w.nic()}]},
+                "userData": "RXhhbXBsZSBVc2VyRGF0YQ==",
+            },
+        }
+        w.call("PUT", f"{w.rg_path()}/Microsoft.Compute/virtualMachines/myVM", "2025-11-01", body)
     elif name == "VirtualMachine_ListBySubscription_ByLocation":
         w.vm("vm-a", location="eastus")
         w.vm("vm-b", location="eastus")

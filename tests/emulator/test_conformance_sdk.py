@@ -117,7 +117,8 @@ def test_vm_hibernation_needs_the_capability(emulator_env: Any) -> None:
     ).result()
     c.virtual_machines.begin_deallocate(RG, "h1", hibernate=True).result()
     codes = _statuses(c, "h1")
-    assert "PowerState/deallocated" in codes and "HibernationState/Hibernated" in codes
+    assert "PowerState/deallocated" in codes
+    assert "HibernationState/Hibernated" in codes
     c.virtual_machines.begin_start(RG, "h1").result()
     assert "HibernationState/Hibernated" not in _statuses(c, "h1")
 
@@ -137,7 +138,8 @@ def test_disk_patch_grows_only_and_replaces_tags(emulator_env: Any) -> None:
         RG, "d1", {"tags": {"b": "2"}, "properties": {"diskSizeGB": 64}}
     ).result()
     assert disk.tags == {"b": "2"}
-    assert disk.disk_size_gb == 64 and disk.disk_size_bytes == 64 * 1024**3
+    assert disk.disk_size_gb == 64
+    assert disk.disk_size_bytes == 64 * 1024**3
     assert disk.creation_data.create_option == "Empty"  # kept
     with pytest.raises(HttpResponseError) as err:
         c.disks.begin_update(RG, "d1", {"properties": {"diskSizeGB": 16}}).result()
@@ -156,7 +158,8 @@ def test_disk_and_snapshot_sas_grant_and_revoke(emulator_env: Any) -> None:
     sas = c.disks.begin_grant_access(
         RG, "d2", {"access": "Read", "durationInSeconds": 3600}
     ).result()
-    assert sas.access_sas.startswith("https://") and "sig=" in sas.access_sas
+    assert sas.access_sas.startswith("https://")
+    assert "sig=" in sas.access_sas
     assert c.disks.get(RG, "d2").disk_state == "ActiveSAS"
     c.disks.begin_revoke_access(RG, "d2").result()
     assert c.disks.get(RG, "d2").disk_state == "Unattached"
@@ -235,7 +238,8 @@ def test_run_command_from_a_script_uri_fails_like_an_unreachable_script(
     }
     rc = c.virtual_machine_run_commands.begin_create_or_update(RG, "r2", "uri", body).result()
     assert rc.provisioning_state == "Succeeded"  # treatFailureAsDeploymentFailure is false
-    assert rc.run_as_user == "user1" and rc.output_blob_uri.endswith("o.txt")
+    assert rc.run_as_user == "user1"
+    assert rc.output_blob_uri.endswith("o.txt")
     view = _rc_view(c, "r2", "uri")
     assert view.execution_state == "Failed"
     assert "download" in view.error
@@ -248,7 +252,7 @@ def test_builtin_run_command_catalogue(emulator_env: Any) -> None:
     assert c.virtual_machine_run_commands.get("westeurope", "RunShellScript").os_type == "Linux"
 
 
-# -- managed images and the gallery -----------------------------------------------------------------
+# -- managed images and the gallery ------------------------------------------------------------
 
 
 def _gallery_with_image(c: Any, gallery: str = "gal", rg: str = RG) -> None:
@@ -397,7 +401,8 @@ def test_shared_gallery_reference_needs_the_gallery_shared_with_the_subscription
         "other", image={"sharedGalleryImageId": shared_id}, client=other, trusted_launch=False
     )
     ref = vm.storage_profile.image_reference
-    assert ref.shared_gallery_image_id == shared_id and ref.exact_version == "1.0.0"
+    assert ref.shared_gallery_image_id == shared_id
+    assert ref.exact_version == "1.0.0"
     # without /Versions/...: the latest version
     latest = f"/SharedGalleries/{unique}/Images/img"
     vm2 = env.create_vm(
@@ -442,15 +447,36 @@ def test_community_gallery_reference_after_enable_community(
     assert vm.storage_profile.image_reference.community_gallery_image_id == ref
 
 
-# -- network interfaces ------------------------------------------------------------------------------
+# -- network interfaces ------------------------------------------------------------------------
 
 
 def test_nic_patch_replaces_tags(emulator_env: Any) -> None:
     env = emulator_env
     env.create_vm("n1")
-    path = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/networkInterfaces/n1-nic"
+    path = (
+        f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Network/"
+        "networkInterfaces/n1-nic"
+    )
     status, _, body = env.http("PATCH", path + "?api-version=2025-03-01", {"tags": {"x": "1"}})
-    assert status == 200 and body["tags"] == {"x": "1"}
+    assert status == 200
+    assert body["tags"] == {"x": "1"}
     status, _, body = env.http("PATCH", path + "?api-version=2025-03-01", {"tags": {"y": "2"}})
     assert body["tags"] == {"y": "2"}
     assert body["properties"]["virtualMachine"]["id"].endswith("/n1")
+
+
+def test_vm_echoes_accepted_fields_and_user_data_only_on_expand(
+    emulator_env: Any, make_vm_body: Any
+) -> None:
+    env = emulator_env
+    c = env.compute_client()
+    body = make_vm_body()
+    body["properties"]["userData"] = "ZWNobyBoaQ=="
+    body["properties"]["priority"] = "Regular"
+    body["properties"]["additionalCapabilities"] = {"hibernationEnabled": True}
+    c.virtual_machines.begin_create_or_update(RG, "u1", body).result()
+    vm = c.virtual_machines.get(RG, "u1")
+    assert vm.user_data is None
+    assert vm.priority == "Regular"
+    assert vm.additional_capabilities.hibernation_enabled is True
+    assert c.virtual_machines.get(RG, "u1", expand="userData").user_data == "ZWNobyBoaQ=="
