@@ -1363,6 +1363,11 @@ def check_if_match(req: Request, doc: dict[str, Any]) -> None:
 
 
 def register(emu: Emulator) -> None:
+    emu.latency.register("vm.redeploy", timedelta(minutes=5))  # stop, move, boot
+    emu.latency.register("vm.reapply", timedelta(seconds=30))
+    emu.latency.register("image.create", timedelta(minutes=2))  # a managed image
+    emu.latency.register("disk.access", timedelta(seconds=10))  # grant/revoke a SAS, update
+
     def vm_or_404(req: Request) -> dict[str, Any]:
         vm_id = VM.format(**_fmt(req))
         doc = emu.store.get(vm_id)

@@ -87,10 +87,6 @@ DEFAULTS: dict[str, LatencySpec] = {
     "vm.restart": _s(90),
     "vm.delete": _s(60),
     "vm.update": _s(20),
-    "vm.redeploy": _s(300),  # a move to another host: stop, move, boot
-    "vm.reapply": _s(30),
-    "image.create": _s(120),  # a managed image (Microsoft.Compute/images) from a VM or disk
-    "disk.access": _s(10),  # grant or revoke a disk's or snapshot's SAS
     "nic.delete": _s(10),
     "disk.create": _s(20),
     "disk.copy": _s(60),
