@@ -48,7 +48,7 @@ from emulator.arm import (
 )
 from emulator.core import Emulator
 from emulator.events import iso
-from emulator.gallery import latest_version, replicated_to
+from emulator.gallery import latest_version, replicated_to, shared_gallery_named
 from emulator.guest import GuestState, ScriptContext, ScriptError, Step, parse_script
 from emulator.marketplace import find_image, norm_region
 from emulator.store import parse_resource_id
@@ -256,25 +256,8 @@ def _shared_gallery_source(emu: Emulator, ref: str, field_name: str, location: s
             target=f"imageReference.{field_name}",
         )
     current = emu.current_request()
-    caller_sub = ((current.subscription if current else None) or "").lower()
-    gallery: dict[str, Any] | None = None
-    for g in emu.store.list("/subscriptions", "Microsoft.Compute/galleries"):
-        gprops = g.get("properties", {})
-        sharing = gprops.get("sharingProfile") or {}
-        permission = str(sharing.get("permissions", "Private")).lower()
-        if community:
-            names = (sharing.get("communityGalleryInfo") or {}).get("publicNames") or []
-            if permission == "community" and low[1] in {str(n).lower() for n in names}:
-                gallery = g
-        elif str((gprops.get("identifier") or {}).get("uniqueName", "")).lower() == low[1]:
-            own = (parse_resource_id(str(g["id"])).subscription or "").lower() == caller_sub
-            shared = {
-                str(i).lower() for grp in sharing.get("groups") or [] for i in grp.get("ids") or []
-            }
-            if own or (
-                permission == "groups" and (caller_sub in shared or emu.tenant_id.lower() in shared)
-            ):
-                gallery = g
+    caller_sub = (current.subscription if current else None) or ""
+    gallery = shared_gallery_named(emu, caller_sub, parts[1], community)
     target = f"{gallery['id']}/images/{parts[3]}" if gallery else ""
     if gallery is not None and len(parts) == 6:
         target += f"/versions/{parts[5]}"

@@ -411,12 +411,271 @@ def _version_view(emu: Emulator, doc: dict[str, Any], expand: bool) -> dict[str,
     return out
 
 
+# -- shared and community galleries (the consumer side of sharing) -------------------------
+
+
+def visible_shared_galleries(
+    emu: Emulator, caller_sub: str, community: bool
+) -> list[dict[str, Any]]:
+    """Galleries a caller sees as shared galleries (its own, or shared with its subscription or
+    tenant through ``Groups``) or as community galleries (``EnableCommunity`` done)."""
+    out = []
+    sub = caller_sub.lower()
+    for g in emu.store.list("/subscriptions", GALLERY_TYPE):
+        sharing = g.get("properties", {}).get("sharingProfile") or {}
+        permission = str(sharing.get("permissions", "Private"))
+        if community:
+            if permission == "Community" and (sharing.get("communityGalleryInfo") or {}).get(
+                "publicNames"
+            ):
+                out.append(g)
+            continue
+        own = (parse_resource_id(str(g["id"])).subscription or "").lower() == sub
+        ids = {str(i).lower() for grp in sharing.get("groups") or [] for i in grp.get("ids") or []}
+        if own or (permission == "Groups" and (sub in ids or emu.tenant_id.lower() in ids)):
+            out.append(g)
+    return out
+
+
+def shared_gallery_named(
+    emu: Emulator, caller_sub: str, name: str, community: bool
+) -> dict[str, Any] | None:
+    """The gallery behind ``/SharedGalleries/{uniqueName}`` or ``/CommunityGalleries/{public}``
+    for this caller, or None."""
+    low = name.lower()
+    for g in visible_shared_galleries(emu, caller_sub, community):
+        props = g.get("properties", {})
+        if community:
+            names = ((props.get("sharingProfile") or {}).get("communityGalleryInfo") or {}).get(
+                "publicNames"
+            ) or []
+            if low in {str(n).lower() for n in names}:
+                return g
+        elif str((props.get("identifier") or {}).get("uniqueName", "")).lower() == low:
+            return g
+    return None
+
+
+def _shared_base(g: dict[str, Any], community: bool) -> str:
+    props = g["properties"]
+    if community:
+        public = props["sharingProfile"]["communityGalleryInfo"]["publicNames"][0]
+        return f"/CommunityGalleries/{public}"
+    return f"/SharedGalleries/{props['identifier']['uniqueName']}"
+
+
+def _register_shared_views(emu: Emulator) -> None:
+    """SharedGalleries / SharedGalleryImages / SharedGalleryImageVersions (List, Get) and the
+    CommunityGallery* Gets: read-only views of galleries shared with the caller."""
+    loc_base = "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}"
+    for community, coll in ((False, "sharedGalleries"), (True, "communityGalleries")):
+        kind = "CommunityGallery" if community else "SharedGallery"
+        op = f"Microsoft.Compute/locations/{coll}/read"
+        gal_route = f"{loc_base}/{coll}/{{galleryName}}"
+        img_route = gal_route + "/images/{imageName}"
+        ver_route = img_route + "/versions/{versionName}"
+
+        def gallery_of(req: Request, community: bool = community) -> dict[str, Any]:
+            g = shared_gallery_named(emu, req.params["sub"], req.params["galleryName"], community)
+            if g is None:
+                raise ArmError(
+                    404,
+                    "NotFound",
+                    f"The gallery '{req.params['galleryName']}' is not shared with the "
+                    "subscription or does not exist.",
+                )
+            return g
+
+        def gallery_view(
+            req: Request, g: dict[str, Any], community: bool = community, kind: str = kind
+        ) -> dict[str, Any]:
+            base = _shared_base(g, community)
+            out: dict[str, Any] = {
+                "name": base.rsplit("/", 1)[1],
+                "location": norm_region(req.params["location"]),
+                "identifier": {"uniqueId": base},
+                "properties": {"artifactTags": {}},
+            }
+            if community:
+                info = g["properties"]["sharingProfile"]["communityGalleryInfo"]
+                out["type"] = "Microsoft.Compute/Locations/CommunityGallery"
+                out["properties"]["communityMetadata"] = {
+                    k: info.get(k)
+                    for k in ("publisherUri", "publisherContact", "eula", "publicNames")
+                }
+                out["properties"]["disclaimer"] = info.get("eula", "")
+            return out
+
+        def image_view(
+            req: Request, g: dict[str, Any], img: dict[str, Any], community: bool = community
+        ) -> dict[str, Any]:
+            p = img["properties"]
+            props = {
+                k: copy.deepcopy(p[k])
+                for k in (
+                    "osType",
+                    "osState",
+                    "endOfLifeDate",
+                    "identifier",
+                    "recommended",
+                    "disallowed",
+                    "hyperVGeneration",
+                    "features",
+                    "purchasePlan",
+                    "architecture",
+                    "privacyStatementUri",
+                    "eula",
+                )
+                if k in p
+            }
+            props["artifactTags"] = {}
+            return {
+                "name": img["name"],
+                "location": norm_region(req.params["location"]),
+                "identifier": {"uniqueId": f"{_shared_base(g, community)}/Images/{img['name']}"},
+                "properties": props,
+            }
+
+        def version_view(
+            req: Request,
+            g: dict[str, Any],
+            img: dict[str, Any],
+            v: dict[str, Any],
+            community: bool = community,
+        ) -> dict[str, Any]:
+            p = v["properties"]
+            profile = p.get("publishingProfile", {})
+            os_image = p.get("storageProfile", {}).get("osDiskImage", {})
+            return {
+                "name": v["name"],
+                "location": norm_region(req.params["location"]),
+                "identifier": {
+                    "uniqueId": f"{_shared_base(g, community)}/Images/{img['name']}"
+                    f"/Versions/{v['name']}"
+                },
+                "properties": {
+                    "publishedDate": profile.get("publishedDate"),
+                    "endOfLifeDate": profile.get("endOfLifeDate"),
+                    "excludeFromLatest": bool(profile.get("excludeFromLatest", False)),
+                    "storageProfile": {
+                        "osDiskImage": {
+                            "diskSizeGB": os_image.get("sizeInGB"),
+                            "hostCaching": os_image.get("hostCaching", "ReadWrite"),
+                        },
+                        "dataDiskImages": [
+                            {
+                                "lun": d.get("lun"),
+                                "diskSizeGB": d.get("sizeInGB"),
+                                "hostCaching": d.get("hostCaching"),
+                            }
+                            for d in p.get("storageProfile", {}).get("dataDiskImages", [])
+                        ],
+                    },
+                    "artifactTags": {},
+                },
+            }
+
+        def image_or_404(req: Request, g: dict[str, Any]) -> dict[str, Any]:
+            img = emu.store.get(f"{g['id']}/images/{req.params['imageName']}")
+            if img is None:
+                raise ArmError(
+                    404, "NotFound", f"The image '{req.params['imageName']}' was not found."
+                )
+            return img
+
+        def versions(req: Request, img: dict[str, Any]) -> list[dict[str, Any]]:
+            return [
+                v
+                for v in emu.store.list(f"{img['id']}/versions", VERSION_TYPE)
+                if v["properties"].get("provisioningState") == "Succeeded"
+                and replicated_to(emu, v, req.params["location"])
+            ]
+
+        if not community:
+
+            @emu.route("GET", f"{loc_base}/{coll}", op=op)
+            def list_shared(req: Request, gallery_view: Any = gallery_view) -> Response:
+                items = [
+                    gallery_view(req, g)
+                    for g in visible_shared_galleries(emu, req.params["sub"], False)
+                ]
+                return emu.paged(req, items)
+
+            @emu.route("GET", gal_route + "/images", op=op)
+            def list_images(
+                req: Request, gallery_of: Any = gallery_of, image_view: Any = image_view
+            ) -> Response:
+                g = gallery_of(req)
+                items = [
+                    image_view(req, g, i) for i in emu.store.list(f"{g['id']}/images", IMAGE_TYPE)
+                ]
+                return emu.paged(req, items)
+
+        else:
+
+            @emu.route("GET", gal_route + "/images", op=op)
+            def list_community_images(
+                req: Request, gallery_of: Any = gallery_of, image_view: Any = image_view
+            ) -> Response:
+                g = gallery_of(req)
+                items = [
+                    image_view(req, g, i) for i in emu.store.list(f"{g['id']}/images", IMAGE_TYPE)
+                ]
+                return emu.paged(req, items)
+
+        @emu.route("GET", gal_route, op=op)
+        def get_gallery(
+            req: Request, gallery_of: Any = gallery_of, gallery_view: Any = gallery_view
+        ) -> Response:
+            return Response(200, gallery_view(req, gallery_of(req)))
+
+        @emu.route("GET", img_route, op=op)
+        def get_image(
+            req: Request,
+            gallery_of: Any = gallery_of,
+            image_view: Any = image_view,
+            image_or_404: Any = image_or_404,
+        ) -> Response:
+            g = gallery_of(req)
+            return Response(200, image_view(req, g, image_or_404(req, g)))
+
+        @emu.route("GET", img_route + "/versions", op=op)
+        def list_versions(
+            req: Request,
+            gallery_of: Any = gallery_of,
+            version_view: Any = version_view,
+            image_or_404: Any = image_or_404,
+            versions: Any = versions,
+        ) -> Response:
+            g = gallery_of(req)
+            img = image_or_404(req, g)
+            return emu.paged(req, [version_view(req, g, img, v) for v in versions(req, img)])
+
+        @emu.route("GET", ver_route, op=op)
+        def get_version(
+            req: Request,
+            gallery_of: Any = gallery_of,
+            version_view: Any = version_view,
+            image_or_404: Any = image_or_404,
+            versions: Any = versions,
+        ) -> Response:
+            g = gallery_of(req)
+            img = image_or_404(req, g)
+            for v in versions(req, img):
+                if v["name"] == req.params["versionName"]:
+                    return Response(200, version_view(req, g, img, v))
+            raise ArmError(
+                404, "NotFound", f"The version '{req.params['versionName']}' was not found."
+            )
+
+
 # -- registration ---------------------------------------------------------------------------
 
 
 def register(emu: Emulator) -> None:
     emu.latency.register("gallery.image.update", timedelta(seconds=10))
     emu.latency.register("gallery.update", timedelta(seconds=10))
+    _register_shared_views(emu)
 
     def fmt(req: Request) -> dict[str, str]:
         return dict(req.params)

@@ -348,7 +348,7 @@ def test_gallery_image_patch_merges_nested_properties(emulator_env: Any) -> None
     ).result()
     assert img.recommended.v_cp_us.min == 2  # kept by the second patch
     assert img.recommended.memory.min == 4
-    assert img.identifier.sku == "win11"
+    assert img.properties.identifier.sku == "win11"
 
 
 def _shared_world(emulator_factory: Any, small_scenario: dict[str, Any]) -> Any:
@@ -403,6 +403,17 @@ def test_shared_gallery_reference_needs_the_gallery_shared_with_the_subscription
     ref = vm.storage_profile.image_reference
     assert ref.shared_gallery_image_id == shared_id
     assert ref.exact_version == "1.0.0"
+    # the consumer's read views
+    [shared] = list(other.shared_galleries.list("westeurope"))
+    assert shared.identifier.unique_id == f"/SharedGalleries/{unique}"
+    [img] = list(other.shared_gallery_images.list("westeurope", unique))
+    assert img.properties.identifier.sku == "win11"
+    ver = other.shared_gallery_image_versions.get("westeurope", unique, "img", "1.0.0")
+    assert ver.identifier.unique_id == shared_id
+    assert ver.properties.storage_profile.os_disk_image.disk_size_gb > 0
+    with pytest.raises(HttpResponseError) as err:
+        env.compute_client(subscription=SUB2).shared_galleries.get("westeurope", "nope")
+    assert err.value.status_code == 404
     # without /Versions/...: the latest version
     latest = f"/SharedGalleries/{unique}/Images/img"
     vm2 = env.create_vm(
@@ -445,6 +456,13 @@ def test_community_gallery_reference_after_enable_community(
         "community", image={"communityGalleryImageId": ref}, client=other, trusted_launch=False
     )
     assert vm.storage_profile.image_reference.community_gallery_image_id == ref
+    gallery = other.community_galleries.get("westeurope", public)
+    assert gallery.identifier.unique_id == f"/CommunityGalleries/{public}"
+    assert gallery.properties.community_metadata.publisher_contact == "images@contoso.com"
+    image = other.community_gallery_images.get("westeurope", public, "img")
+    assert image.properties.os_type == "Windows"
+    [version] = list(other.community_gallery_image_versions.list("westeurope", public, "img"))
+    assert version.identifier.unique_id == ref
 
 
 # -- network interfaces ------------------------------------------------------------------------
@@ -480,3 +498,14 @@ def test_vm_echoes_accepted_fields_and_user_data_only_on_expand(
     assert vm.priority == "Regular"
     assert vm.additional_capabilities.hibernation_enabled is True
     assert c.virtual_machines.get(RG, "u1", expand="userData").user_data == "ZWNobyBoaQ=="
+
+
+def test_actions_deliberately_not_served_answer_invalid_resource_type(emulator_env: Any) -> None:
+    """The README's Conformance table lists them; a client gets ARM's 404, never a 5xx."""
+    env = emulator_env
+    c = env.compute_client()
+    env.create_vm("ns1", client=c)
+    with pytest.raises(HttpResponseError) as err:
+        c.virtual_machines.begin_reimage(RG, "ns1").result()
+    assert err.value.status_code == 404
+    assert err.value.error.code == "InvalidResourceType"
