@@ -509,3 +509,50 @@ def test_actions_deliberately_not_served_answer_invalid_resource_type(emulator_e
         c.virtual_machines.begin_reimage(RG, "ns1").result()
     assert err.value.status_code == 404
     assert err.value.error.code == "InvalidResourceType"
+
+
+# -- Azure Virtual Desktop -------------------------------------------------------------------------
+
+
+def test_host_pool_patch_merges_agent_update_and_keeps_preview_fields(emulator_env: Any) -> None:
+    env = emulator_env
+    path = (
+        f"/subscriptions/{SUB}/resourceGroups/rg-avd/providers/Microsoft.DesktopVirtualization/"
+        "hostPools/hp1"
+    )
+    body = {
+        "location": "westeurope",
+        "tags": {"a": "1"},
+        "properties": {
+            "hostPoolType": "Pooled",
+            "loadBalancerType": "BreadthFirst",
+            "preferredAppGroupType": "Desktop",
+            "friendlyName": "first",
+            "agentUpdate": {
+                "type": "Scheduled",
+                "maintenanceWindowTimeZone": "UTC",
+                "maintenanceWindows": [{"hour": 2, "dayOfWeek": "Sunday"}],
+            },
+            "managedPrivateUDP": "Enabled",
+            "managementType": "Standard",
+        },
+    }
+    status, _, created = env.http("PUT", path + "?api-version=2024-08-08-preview", body)
+    assert status in (200, 201), created
+    avd = env.avd_client()
+    pool = avd.host_pools.update(
+        "rg-avd",
+        "hp1",
+        {"tags": {"b": "2"}, "properties": {"agentUpdate": {"useSessionHostLocalTime": True}}},
+    )
+    assert pool.tags == {"b": "2"}
+    assert pool.friendly_name == "first"
+    assert pool.agent_update.type == "Scheduled"  # merged, not replaced
+    assert pool.agent_update.use_session_host_local_time is True
+    assert pool.agent_update.maintenance_windows[0].hour == 2
+    status, _, got = env.http("GET", path + "?api-version=2024-08-08-preview")
+    assert got["properties"]["managedPrivateUDP"] == "Enabled"
+    change = {"properties": {"managementType": "Automated"}}
+    status, _, err = env.http("PATCH", path + "?api-version=2024-08-08-preview", change)
+    assert status == 400
+    assert err["error"]["code"] == "PropertyChangeNotAllowed"
