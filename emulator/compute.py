@@ -1252,7 +1252,6 @@ VM_READ_ONLY = frozenset(
         "storageProfile.imageReference.exactVersion",
         "storageProfile.diskControllerType",
         "osProfile.adminPassword",
-        "osProfile.customData",
     }
 )
 # Read-only disk and snapshot properties (ignored in a PUT on an existing one or a PATCH).
@@ -1273,6 +1272,7 @@ DISK_READ_ONLY = frozenset(
 VM_IMMUTABLE = (
     ("osProfile", "computerName"),
     ("osProfile", "adminUsername"),
+    ("osProfile", "customData"),
     ("storageProfile", "osDisk", "name"),
     ("storageProfile", "osDisk", "createOption"),
 )
