@@ -434,6 +434,8 @@ class _Plan:
         self.new_nics: list[dict[str, Any]] = []
         self.attach_nics: list[str] = []
         self.source: _Source | None = None
+        self.data_disks: list[dict[str, Any]] = []  # new managed disks (Empty)
+        self.attach_data: list[str] = []  # existing disks attached as data disks
 
 
 def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
@@ -601,7 +603,7 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
         "storageProfile": {
             **({"imageReference": source.image_reference} if source.image_reference else {}),
             "osDisk": os_disk_out,
-            "dataDisks": [],
+            "dataDisks": _plan_data_disks(emu, plan, vm_id, name, location, storage),
             "diskControllerType": "SCSI",
         },
         "securityProfile": security,
@@ -667,9 +669,114 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
     return plan
 
 
+def _plan_data_disks(
+    emu: Emulator,
+    plan: _Plan,
+    vm_id: str,
+    vm_name: str,
+    location: str,
+    storage: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """``storageProfile.dataDisks`` at creation: ``Empty`` (a new managed disk) or ``Attach``
+    (an unattached managed disk). The guest does not see them (nothing in an image pipeline
+    reads a data disk)."""
+    path = "storageProfile.dataDisks"
+    out: list[dict[str, Any]] = []
+    luns: set[int] = set()
+    rid = parse_resource_id(vm_id)
+    for raw in as_list(storage.get("dataDisks"), path):
+        item = as_object(raw, path)
+        lun = as_int(item.get("lun"), f"{path}.lun")
+        if lun is None or lun < 0 or lun > 63:
+            raise bad_request("Each data disk needs a lun between 0 and 63.", target=f"{path}.lun")
+        if lun in luns:
+            raise bad_request(
+                f"The lun {lun} is used by more than one data disk.", target=f"{path}.lun"
+            )
+        luns.add(lun)
+        option = str(item.get("createOption") or "").lower()
+        managed = as_object(item.get("managedDisk"), f"{path}.managedDisk")
+        sku = str(managed.get("storageAccountType") or "Premium_LRS")
+        if option == "empty":
+            size = as_int(item.get("diskSizeGB"), f"{path}.diskSizeGB")
+            if not size:
+                raise bad_request(
+                    "Required parameter 'dataDisk.diskSizeGB' is missing (null).",
+                    target=f"{path}.diskSizeGB",
+                )
+            disk_name = str(
+                item.get("name") or f"{vm_name}_disk{lun + 2}_{emu.new_id().replace('-', '')}"
+            )
+            check_name(disk_name, kind=DISK_TYPE, max_length=80, rule=DISK_NAME_RULE)
+            disk_id = _id(rid.subscription or "", rid.resource_group or "", DISK_TYPE, disk_name)
+            if emu.store.exists(disk_id):
+                raise ArmError(
+                    409,
+                    "ConflictingUserInput",
+                    f"A disk with name {disk_name} already exists in Resource Group "
+                    f"{(rid.resource_group or '').upper()}.",
+                )
+            disk = _disk_doc(
+                emu,
+                disk_id,
+                location,
+                {},
+                creation={"createOption": "Empty"},
+                os_type=None,
+                hyper_v=None,
+                size_gb=size,
+                sku=sku,
+            )
+            disk["managedBy"] = vm_id
+            disk["properties"]["diskState"] = "Attached"
+            disk["properties"]["provisioningState"] = "Succeeded"
+            plan.data_disks.append(disk)
+        elif option == "attach":
+            disk_id = _norm_id(as_str(managed.get("id"), f"{path}.managedDisk.id") or "")
+            disk = emu.store.get(disk_id)
+            if disk is None or str(disk.get("type", "")).lower() != DISK_TYPE.lower():
+                raise resource_not_found(disk_id)
+            if disk.get("managedBy"):
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Disk {disk['name']} is already attached to VM {disk['managedBy']}.",
+                )
+            disk_id, disk_name = str(disk["id"]), str(disk["name"])
+            size = int(disk["properties"].get("diskSizeGB") or 0)
+            sku = str((disk.get("sku") or {}).get("name") or sku)
+            plan.attach_data.append(disk_id)
+        else:
+            raise bad_request(
+                f"The value '{item.get('createOption')}' of parameter 'dataDisk.createOption' is "
+                "not supported by the emulator (supported: Empty, Attach).",
+                target=f"{path}.createOption",
+            )
+        out.append(
+            {
+                "lun": lun,
+                "name": disk_name,
+                "createOption": "Empty" if option == "empty" else "Attach",
+                "caching": item.get("caching", "None"),
+                "managedDisk": {"storageAccountType": sku, "id": disk_id},
+                "diskSizeGB": size,
+                "toBeDetached": False,
+                "deleteOption": item.get("deleteOption", "Detach"),
+            }
+        )
+    return out
+
+
 def _apply_plan(emu: Emulator, vm_id: str, plan: _Plan) -> dict[str, Any]:
     source = plan.source
     assert source is not None
+    for data in plan.data_disks:
+        emu.store.put(str(data["id"]), data)
+    for disk_id in plan.attach_data:
+        attached = emu.store.get(disk_id)
+        if attached is not None:
+            attached["managedBy"] = vm_id
+            attached["properties"]["diskState"] = "Attached"
     if plan.disk is not None:
         emu.store.put(plan.disk_id, plan.disk)
         set_guest(emu, plan.disk_id, source.guest)
@@ -1323,11 +1430,25 @@ def _check_vm_patch(doc: dict[str, Any], props: dict[str, Any]) -> None:
                     if str(o["id"]).lower() == _norm_id(str(r["id"])).lower()
                 )
     data_disks = _dig(props, ("storageProfile", "dataDisks"))
-    if isinstance(data_disks, list) and data_disks:
-        raise bad_request(
-            "Data disks are not modelled by the emulator (an image VM needs none).",
-            target="properties.storageProfile.dataDisks",
-        )
+    if isinstance(data_disks, list):
+        old_luns = {int(d.get("lun", -1)) for d in current["storageProfile"].get("dataDisks", [])}
+        new_luns = {d.get("lun") for d in data_disks if isinstance(d, dict)}
+        if new_luns != old_luns:
+            raise bad_request(
+                "Attaching or detaching data disks of an existing VM is not modelled by the "
+                "emulator (data disks are set when the VM is created).",
+                target="properties.storageProfile.dataDisks",
+            )
+        by_lun = {int(d.get("lun", -1)): d for d in current["storageProfile"].get("dataDisks", [])}
+        props["storageProfile"]["dataDisks"] = [
+            merge_patch(
+                json.loads(json.dumps(by_lun[int(d["lun"])])),
+                d,
+                read_only=frozenset({"managedDisk", "name", "createOption", "diskSizeGB"}),
+            )
+            for d in data_disks
+            if isinstance(d, dict)
+        ]
 
 
 def check_if_match(req: Request, doc: dict[str, Any]) -> None:
@@ -2634,6 +2755,16 @@ def _delete_vm_now(emu: Emulator, vm_id: str) -> None:
             disk.pop("managedBy", None)
             disk["properties"]["diskState"] = "Unattached"
             disk["properties"]["LastOwnershipUpdateTime"] = emu.now_iso()
+    for data in props.get("storageProfile", {}).get("dataDisks", []):
+        data_id = str((data.get("managedDisk") or {}).get("id", ""))
+        data_disk = emu.store.get(data_id) if data_id else None
+        if data_disk is None:
+            continue
+        if str(data.get("deleteOption", "Detach")).lower() == "delete":
+            emu.store.delete(data_id)
+        else:
+            data_disk.pop("managedBy", None)
+            data_disk["properties"]["diskState"] = "Unattached"
     for child in emu.store.list(vm_id + "/runCommands"):
         emu.store.delete(str(child["id"]))
     emu.store.delete(vm_id)

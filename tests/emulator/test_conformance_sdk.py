@@ -556,3 +556,54 @@ def test_host_pool_patch_merges_agent_update_and_keeps_preview_fields(emulator_e
     status, _, err = env.http("PATCH", path + "?api-version=2024-08-08-preview", change)
     assert status == 400
     assert err["error"]["code"] == "PropertyChangeNotAllowed"
+
+
+def test_vm_data_disks_at_creation_follow_their_delete_option(
+    emulator_env: Any, make_vm_body: Any
+) -> None:
+    env = emulator_env
+    c = env.compute_client()
+    spare = {
+        "location": "westeurope",
+        "properties": {"creationData": {"createOption": "Empty"}, "diskSizeGB": 8},
+    }
+    c.disks.begin_create_or_update(RG, "spare", spare).result()
+    body = make_vm_body()
+    body["properties"]["storageProfile"]["dataDisks"] = [
+        {"lun": 0, "createOption": "Empty", "diskSizeGB": 32, "deleteOption": "Delete"},
+        {
+            "lun": 1,
+            "createOption": "Attach",
+            "managedDisk": {"id": c.disks.get(RG, "spare").id},
+        },
+    ]
+    vm = c.virtual_machines.begin_create_or_update(RG, "dd1", body).result()
+    lun0, lun1 = sorted(vm.storage_profile.data_disks, key=lambda d: d.lun)
+    assert lun0.disk_size_gb == 32
+    assert c.disks.get(RG, lun0.name).managed_by == vm.id
+    assert lun1.name == "spare"
+    assert c.disks.get(RG, "spare").disk_state == "Attached"
+    # a PATCH naming the same luns changes their settings, not the disks
+    patched = c.virtual_machines.begin_update(
+        RG,
+        "dd1",
+        {
+            "properties": {
+                "storageProfile": {"dataDisks": [{"lun": 0, "caching": "ReadOnly"}, {"lun": 1}]}
+            }
+        },
+    ).result()
+    assert sorted(d.caching for d in patched.storage_profile.data_disks) == ["None", "ReadOnly"]
+    assert {d.managed_disk.id for d in patched.storage_profile.data_disks} == {
+        lun0.managed_disk.id,
+        lun1.managed_disk.id,
+    }
+    with pytest.raises(HttpResponseError) as err:
+        c.virtual_machines.begin_update(
+            RG, "dd1", {"properties": {"storageProfile": {"dataDisks": []}}}
+        ).result()
+    assert err.value.status_code == 400
+    c.virtual_machines.begin_delete(RG, "dd1").result()
+    names = {d.name for d in c.disks.list_by_resource_group(RG)}
+    assert lun0.name not in names  # deleteOption Delete
+    assert c.disks.get(RG, "spare").disk_state == "Unattached"  # Detach (the default)
