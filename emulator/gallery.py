@@ -1230,6 +1230,17 @@ def register(emu: Emulator) -> None:
             return _update_version(req, existing, props, tags, replace=True)
         capture = _capture(image, source_field, source_id, location)
         _request_disk_images(props, capture.storage_profile, location)
+        src_doc = emu.store.get(source_id) or {}
+        if str(src_doc.get("type", "")).lower() == VM_TYPE.lower():
+            # A VM's data disks are captured with it.
+            capture.storage_profile["dataDiskImages"] = [
+                {
+                    "lun": d.get("lun"),
+                    "hostCaching": d.get("caching", "None"),
+                    "sizeInGB": d.get("diskSizeGB"),
+                }
+                for d in src_doc["properties"]["storageProfile"].get("dataDisks", [])
+            ]
         profile = _publishing_profile(req, props.get("publishingProfile"), location, None)
         safety = _safety_profile(req, props.get("safetyProfile"), None)
         if not profile.get("endOfLifeDate") and req.api_version >= EOL_DEFAULT_API:

@@ -603,6 +603,28 @@ def test_vm_data_disks_at_creation_follow_their_delete_option(
             RG, "dd1", {"properties": {"storageProfile": {"dataDisks": []}}}
         ).result()
     assert err.value.status_code == 400
+    # a gallery version captured from the VM carries its data disks
+    with env.emu.lock:
+        from emulator.compute import guest_of, vm_runtime
+
+        guest = guest_of(env.emu, vm.id)
+        rt = vm_runtime(env.emu, vm.id)
+        assert guest is not None
+        assert rt is not None
+        guest.bitlocker, guest.sysprepped = "FullyDecrypted", True
+        rt.power, rt.generalized = "deallocated", True
+    c.galleries.begin_create_or_update(RG, "gal", {"location": "westeurope"}).result()
+    c.gallery_images.begin_create_or_update(
+        RG, "gal", "img", image_body(security="TrustedLaunchSupported")
+    ).result()
+    version = c.gallery_image_versions.begin_create_or_update(
+        RG,
+        "gal",
+        "img",
+        "1.0.0",
+        version_body({"source": {"id": vm.id}}, safety={"blockDeletionBeforeEndOfLife": False}),
+    ).result()
+    assert sorted(d.lun for d in version.storage_profile.data_disk_images) == [0, 1]
     c.virtual_machines.begin_delete(RG, "dd1").result()
     names = {d.name for d in c.disks.list_by_resource_group(RG)}
     assert lun0.name not in names  # deleteOption Delete
