@@ -231,7 +231,15 @@ def main(argv: list[str] | None = None) -> int:
         clock = VirtualClock(scenario.start_time, state=durable)
     else:
         clock = RealClock()
+    # Time holds still until this emulator serves (its CA written, its state restored): a clock
+    # owner that awaits "emulator" must not let the app's timers run against a half-started one.
+    starting = clock.participant("emulator-starting", lambda: None)
+    starting.enter()
     ca_dir: Path = args.ca_dir or state_dir
+    if keep_state:
+        from emulator import server
+
+        server.KEEP_CA = True  # clients trusting ca.pem keep trusting a restarted emulator
     running = start(
         scenario,
         clock=clock,
@@ -246,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             restored = keeper.restore()
         except (OSError, ValueError, KeyError) as e:
             running.stop()
+            starting.close()
             clock.close()
             print(f"cannot restore {keeper.path}: {e}", file=sys.stderr)
             return 2
@@ -258,11 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         "pid": os.getpid(),
         "virtual": clock.virtual,
         "scenario": scenario.name,
+        "subscriptions": list(scenario.subscription_ids),
     }
     # Atomically: whoever waits for the file never reads it half written.
     partial = state_dir / "endpoint.json.tmp"
     partial.write_text(json.dumps(endpoint, indent=2) + "\n")
     partial.replace(state_dir / "endpoint.json")
+    starting.leave()
+    starting.close()
     print(f"Azure emulator listening on {running.url}")
     print(f"CA bundle: {endpoint['ca_path']}")
     print(f"Endpoint file: {(state_dir / 'endpoint.json').resolve()}")
