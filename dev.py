@@ -89,6 +89,89 @@ UP_SUBSCRIPTIONS = {
 }
 
 
+class UpWorld:
+    """How ``up`` wires the pair (also used by tests/local_world to start the same world)."""
+
+    def __init__(
+        self,
+        state: Path,
+        devhost_port: int,
+        emulator_port: int,
+        scenario: Path,
+        catalogue: Path,
+        subscription: str,
+        *,
+        virtual: bool = True,
+    ) -> None:
+        self.state = state
+        self.emu_dir = state / "emulator"
+        self.host_dir = state / "devhost"
+        self.emu_dir.mkdir(parents=True, exist_ok=True)
+        self.host_dir.mkdir(parents=True, exist_ok=True)
+        self.devhost_port = devhost_port
+        self.emulator_port = emulator_port
+        self.host_url = f"http://127.0.0.1:{devhost_port}"
+        self.emu_url = f"https://127.0.0.1:{emulator_port}"
+        self.scenario = scenario
+        self.catalogue = catalogue
+        self.subscription = subscription
+        self.virtual = virtual
+        key = os.environ.get("DEVHOST_FUNCTION_KEY")
+        self.hook = f"{self.host_url}/runtime/webhooks/eventgrid?" + (f"code={key}&" if key else "")
+        self.hook += "functionName="
+
+    def settings(self) -> dict[str, str]:
+        """The app settings that point it at the emulator (docs/local-world.md)."""
+        return {
+            "AZURE_SUBSCRIPTION_ID": self.subscription,
+            "AZURE_ARM_ENDPOINT": self.emu_url,
+            "AZURE_CA_BUNDLE": str(self.emu_dir / "ca.pem"),
+            "IMAGE_CATALOGUE_PATH": str(self.catalogue),
+            "EVENTGRID_TOPIC_ENDPOINT": (
+                f"{self.emu_url}/_emulator/eventgrid/topics/imagefactory/api/events"
+            ),
+            "SYSPREP_SIGNAL_URL": f"{self.hook}on_sysprep_signal",
+            "TASKHUB_NAME": os.environ.get("TASKHUB_NAME", "local"),
+        }
+
+    def env(self) -> dict[str, str]:
+        return dict(
+            os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1", **self.settings()
+        )
+
+    def devhost_command(self) -> list[str]:
+        cmd = [str(PY), "-m", "devhost", "--port", str(self.devhost_port)]
+        cmd += ["--store", str(self.host_dir / "state.sqlite")]
+        if self.virtual:
+            cmd += ["--virtual-time", "--await-clock-participant", "emulator"]
+        return cmd
+
+    def emulator_command(self) -> list[str]:
+        cmd = [str(PY), "-m", "emulator", "--port", str(self.emulator_port)]
+        cmd += ["--scenario", str(self.scenario), "--state-dir", str(self.emu_dir)]
+        if self.virtual:
+            cmd += ["--clock-url", f"{self.host_url}/_clock"]
+        return cmd
+
+    def subscribe(self, ctx: ssl.SSLContext) -> None:
+        """Subscribe the app's Event Grid functions on the emulator (replacing, so repeatable)."""
+        for function, types in UP_SUBSCRIPTIONS.items():
+            body = json.dumps(
+                {
+                    "name": function,
+                    "endpoint": f"{self.hook}{function}",
+                    "includedEventTypes": types,
+                }
+            ).encode()
+            request = urllib.request.Request(  # noqa: S310 - the loopback emulator
+                f"{self.emu_url}/_emulator/eventSubscriptions",
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(request, context=ctx, timeout=10).read()  # noqa: S310
+
+
 def _up_wait_ready(
     procs: dict[str, subprocess.Popen[bytes]],
     emu_dir: Path,
@@ -143,11 +226,6 @@ def up(extra: list[str]) -> int:
     state = args.state_dir.resolve()
     if args.fresh and state.exists():
         shutil.rmtree(state)
-    emu_dir, host_dir = state / "emulator", state / "devhost"
-    emu_dir.mkdir(parents=True, exist_ok=True)
-    host_dir.mkdir(parents=True, exist_ok=True)
-    host_url = f"http://127.0.0.1:{args.devhost_port}"
-    emu_url = f"https://127.0.0.1:{args.emulator_port}"
     scenario = subprocess.run(
         [
             str(PY),
@@ -165,43 +243,19 @@ def up(extra: list[str]) -> int:
     if scenario.returncode:
         print(scenario.stderr.strip(), file=sys.stderr)
         return 2
-    subscription = json.loads(scenario.stdout)[0]
-    key = os.environ.get("DEVHOST_FUNCTION_KEY")
-    hook = f"{host_url}/runtime/webhooks/eventgrid?" + (f"code={key}&" if key else "")
-    hook += "functionName="
-    settings = {
-        "AZURE_SUBSCRIPTION_ID": subscription,
-        "AZURE_ARM_ENDPOINT": emu_url,
-        "AZURE_CA_BUNDLE": str(emu_dir / "ca.pem"),
-        "IMAGE_CATALOGUE_PATH": str(args.catalogue.resolve()),
-        "EVENTGRID_TOPIC_ENDPOINT": f"{emu_url}/_emulator/eventgrid/topics/imagefactory/api/events",
-        "SYSPREP_SIGNAL_URL": f"{hook}on_sysprep_signal",
-        "TASKHUB_NAME": os.environ.get("TASKHUB_NAME", "local"),
-    }
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1", **settings)
-    host_cmd = [
-        str(PY),
-        "-m",
-        "devhost",
-        "--port",
-        str(args.devhost_port),
-        "--store",
-        str(host_dir / "state.sqlite"),
-    ]
-    emu_cmd = [
-        str(PY),
-        "-m",
-        "emulator",
-        "--port",
-        str(args.emulator_port),
-        "--scenario",
-        str(args.scenario),
-        "--state-dir",
-        str(emu_dir),
-    ]
-    if not args.real_time:
-        host_cmd += ["--virtual-time", "--await-clock-participant", "emulator"]
-        emu_cmd += ["--clock-url", f"{host_url}/_clock"]
+    world = UpWorld(
+        state,
+        args.devhost_port,
+        args.emulator_port,
+        args.scenario.resolve(),
+        args.catalogue.resolve(),
+        json.loads(scenario.stdout)[0],
+        virtual=not args.real_time,
+    )
+    emu_dir, host_url, emu_url = world.emu_dir, world.host_url, world.emu_url
+    settings = world.settings()
+    env = world.env()
+    host_cmd, emu_cmd = world.devhost_command(), world.emulator_command()
     (emu_dir / "endpoint.json").unlink(missing_ok=True)
     procs = {
         "devhost": subprocess.Popen(host_cmd, cwd=ROOT, env=env),
@@ -219,21 +273,11 @@ def up(extra: list[str]) -> int:
         if ctx is None:
             stop_all()
             return 1
-        for function, types in UP_SUBSCRIPTIONS.items():
-            body = json.dumps(
-                {"name": function, "endpoint": f"{hook}{function}", "includedEventTypes": types}
-            ).encode()
-            request = urllib.request.Request(  # noqa: S310 - the loopback emulator just started
-                f"{emu_url}/_emulator/eventSubscriptions",
-                data=body,
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            )
-            urllib.request.urlopen(request, context=ctx, timeout=10).read()  # noqa: S310
+        world.subscribe(ctx)
         print("\nlocal world up:", flush=True)
         print(f"  devhost   {host_url}  (functions under {host_url}/api, clock {host_url}/_clock)")
         print(f"  emulator  {emu_url}  (admin {emu_url}/_emulator/report)")
-        print(f"  time      {'real' if args.real_time else 'virtual, owned by the devhost'}")
+        print(f"  time      {'virtual, owned by the devhost' if world.virtual else 'real'}")
         print(f"  state     {state}")
         print("  Event Grid subscriptions: " + ", ".join(UP_SUBSCRIPTIONS))
         print("  app settings (docs/local-world.md):")
