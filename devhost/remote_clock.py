@@ -7,7 +7,8 @@ the owner (``GET /_clock/wait``). On the owner, :class:`ClockService` answers th
 remote participant becomes a participant of the owner's clock, so a
 :class:`~devhost.clock.VirtualClock` never jumps while the other process is busy or has work due.
 
-Routes (JSON): ``GET /_clock`` -> ``{now, virtual, participants}``;
+Routes (JSON): ``GET /_clock`` -> ``{now, virtual, participants, awaiting}`` (``awaiting``: the
+remotes time holds still for until they join);
 ``PUT /_clock/participants/{name}`` ``{busy, next_due, seq?}`` -> ``{now}``;
 ``DELETE /_clock/participants/{name}`` -> ``{now}``;
 ``GET /_clock/wait?after=<iso>&timeout=<s>`` -> ``{now}`` once the owner's time is past ``after``
@@ -113,6 +114,7 @@ class ClockService:
             "now": iso(self.clock.now()),
             "virtual": self.clock.virtual,
             "participants": remotes,
+            "awaiting": self.clock.expected(),
         }
 
     def put_participant(self, name: str, body: Any) -> dict[str, Any]:
