@@ -130,7 +130,10 @@ class UpWorld:
             "EVENTGRID_TOPIC_ENDPOINT": (
                 f"{self.emu_url}/_emulator/eventgrid/topics/imagefactory/api/events"
             ),
-            "SYSPREP_SIGNAL_URL": f"{self.hook}on_sysprep_signal",
+            # Never with a key: the URL is written into a run command anyone with Reader can read.
+            "SYSPREP_SIGNAL_URL": (
+                f"{self.host_url}/runtime/webhooks/eventgrid?functionName=on_sysprep_signal"
+            ),
             "TASKHUB_NAME": os.environ.get("TASKHUB_NAME", "local"),
         }
 
