@@ -208,7 +208,8 @@ def test_remote_clock_outlives_its_owner_and_reconnects() -> None:
     port = first.port
     remote = RemoteClock(first.url, heartbeat=0.2, max_backoff=0.1)
     due = T0 + timedelta(hours=2)
-    participant = remote.participant("emulator", lambda: due)
+    wanted: list[datetime | None] = [None]  # nothing due yet: the first owner never jumps
+    participant = remote.participant("emulator", lambda: wanted[0])
     try:
         first.clock.advance(timedelta(minutes=10))
         seen = remote.now()
@@ -223,6 +224,8 @@ def test_remote_clock_outlives_its_owner_and_reconnects() -> None:
         assert remote.now() == seen
         assert remote.online is False
 
+        wanted[0] = due  # work due while the owner is away: reported once it is back
+        participant.notify()
         later = T0 + timedelta(minutes=10)
         second = _Owner(VirtualClock(later), port=port)  # restarted on the same address
         try:
