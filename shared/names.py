@@ -7,6 +7,7 @@ one edit and a typo is an import error, not a runtime "unknown function".
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 # Orchestrators
@@ -15,6 +16,10 @@ ORCH_IMAGE_BUILD_QUEUE: Final = "image_build_queue"
 ORCH_BUILD_IMAGE: Final = "build_image"
 ORCH_CLEANUP_BUILD: Final = "cleanup_build"
 ORCH_WAIT_FOR_OPERATION: Final = "wait_for_operation"
+ORCH_BUILD_REQUEST: Final = "build_request"
+
+# Durable entities
+ENTITY_BUILD_QUEUE: Final = "image_build_queue"  # one per image (key: the image name)
 
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"
@@ -63,3 +68,20 @@ def build_instance_id(build_id: str) -> str:
 def janitor_instance_id(build_id: str) -> str:
     """The janitor's clean-up of a build that no longer runs."""
     return f"janitor:{build_id}"
+
+
+def build_request_instance_id(image: str, key: str) -> str:
+    """One build request: ``build-request:<image>:<16 hex of the key's SHA-256>``.
+
+    Derived from (image, key) only, so a repeated request maps to the same instance and is
+    idempotent; the key is hashed so any key fits Durable's 100-character instance ids.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return f"build-request:{image}:{digest}"
+
+
+def sequenced_build_id(image: str, sequence: int) -> str:
+    """A build id from the image's queue sequence: ``<image>-000042`` (unique by construction)."""
+    if sequence < 1:
+        raise ValueError(f"a build sequence starts at 1, got {sequence}")
+    return f"{image}-{sequence:06d}"
