@@ -62,7 +62,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -400,6 +400,9 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._runner = AsyncRunner()
         self.episodes = 0  # episodes run (benchmarks, tests)
+        # Called on the dispatcher thread after each committed episode or entity batch, with the
+        # instance id (tests use it to act at an exact step; the dispatcher waits for it).
+        self.on_step: Callable[[str], None] | None = None
         self.activity_calls = 0
         if fast_timestamps:
             install_fast_timestamps()
@@ -988,6 +991,7 @@ class Engine:
             self._changed.notify_all()
         if episode.messages:
             self._signal()
+        self._stepped(instance_id)
 
     # -- entities -------------------------------------------------------------------------------
     def _run_entity_batch(self, instance_id: str, messages: list[Message], epoch: int) -> None:
@@ -1066,6 +1070,7 @@ class Engine:
             self._changed.notify_all()
         if responses:
             self._signal()
+        self._stepped(instance_id)
 
     def _entity_results(
         self,
@@ -1111,6 +1116,21 @@ class Engine:
         scheduler["exists"] = exists
         scheduler["state"] = state if isinstance(state, str) or state is None else json.dumps(state)
         return results
+
+    def _stepped(self, instance_id: str) -> None:
+        hook = self.on_step
+        if hook is None:
+            return
+        with self._lock:  # the hook is work: wait_idle waits for it, the clock stands still
+            self._work += 1
+            self.participant.enter()
+        try:
+            hook(instance_id)
+        except Exception:
+            log.exception("engine %s: the step hook failed", self.name)
+        finally:
+            with self._lock:
+                self._done_work()
 
     def _load_runtime(self, instance_id: str) -> _Runtime | None:
         runtime = self._runtimes.get(instance_id)

@@ -88,6 +88,18 @@ def enqueue(state: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
     return {"outcome": ACCEPTED, "build_id": build_id, "runner": runner}
 
 
+def _record(state: dict[str, Any], outcome: dict[str, Any], at: Any) -> None:
+    """The running build ended with ``outcome``: its key's status, attempts and the log."""
+    running = state["running"]
+    state["running"] = None
+    record = state["keys"].setdefault(running["key"], {"attempts": 0})
+    record["status"] = outcome.get("status")
+    record["build_id"] = running["build_id"]
+    if outcome.get("status") == FAILED:
+        record["attempts"] = int(record.get("attempts", 0)) + 1
+    _remember(state, {"key": running["key"], **outcome, "at": at})
+
+
 def next_build(state: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
     """Record the runner's last outcome; hand it the next build, or release the runner role."""
     if state["runner"] != step.get("runner"):
@@ -95,13 +107,7 @@ def next_build(state: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
     outcome = step.get("outcome")
     running = state["running"]
     if outcome and running and running["build_id"] == outcome.get("build_id"):
-        state["running"] = None
-        record = state["keys"].setdefault(running["key"], {"attempts": 0})
-        record["status"] = outcome.get("status")
-        record["build_id"] = running["build_id"]
-        if outcome.get("status") == FAILED:
-            record["attempts"] = int(record.get("attempts", 0)) + 1
-        _remember(state, {"key": running["key"], **outcome, "at": step.get("at")})
+        _record(state, outcome, step.get("at"))
     elif running:
         return {"build": running}  # asked again without an outcome: the same build
     if not state["pending"]:
@@ -122,8 +128,7 @@ def release(state: dict[str, Any], gone: dict[str, Any]) -> dict[str, Any]:
     running = state["running"]
     if running:
         failed = {"build_id": running["build_id"], "status": FAILED, "error": "runner ended"}
-        next_build(state, {"runner": state["runner"], "outcome": failed, "at": gone.get("at")})
-    state["running"] = None
+        _record(state, failed, gone.get("at"))
     state["runner"] = None
     return {"released": True, "pending": len(state["pending"])}
 
