@@ -19,7 +19,7 @@ from devhost.clock import VirtualClock
 from devhost.engine import Engine, entity_instance_id
 from devhost.functions import UnknownFunctionError
 from devhost.history import EventType
-from devhost.store import SqliteStore, Store, MemoryStore
+from devhost.store import MemoryStore, SqliteStore, Store
 
 
 @contextmanager
