@@ -80,8 +80,10 @@ async def request_build(client: Any, image: str, request: dict[str, Any]) -> dic
         return {**answer, "outcome": "in progress"}
     state = (await client.read_entity_state(queue)).entity_state
     runner = state.get("runner") if isinstance(state, dict) else None
-    lost = runner and runner != instance_id
-    if lost and runtime_status(await client.get_status(runner)) not in RUNNING:
+    # This request's own instance is not running (checked above): if it is the runner, it is lost.
+    if runner and (
+        runner == instance_id or runtime_status(await client.get_status(runner)) not in RUNNING
+    ):
         log.warning("the build queue of %s lost its runner %s: releasing it", image, runner)
         await client.signal_entity(queue, "release", {"runner": runner})
     try:

@@ -271,6 +271,24 @@ def test_a_terminated_runner_is_released_by_the_next_request(tmp_path: Path) -> 
         assert state["recent"][0]["error"] == "runner ended"
 
 
+def test_the_lost_runner_asked_again_releases_itself_and_retries(tmp_path: Path) -> None:
+    with queue_host(tmp_path) as host:
+        host.clock.pause()
+        ask(host, "a")
+        host.engine.wait_idle(30)
+        host.engine.terminate(names.build_request_instance_id(IMAGE, "a"), "operator")
+        host.engine.terminate(names.build_instance_id(names.sequenced_build_id(IMAGE, 1)), "op")
+        host.engine.wait_idle(30)
+        assert ask(host, "a")["outcome"] == "submitted"
+        state = settle(host)
+        assert state["runner"] is None
+        assert state["keys"]["a"] == {
+            "attempts": 1,
+            "status": "staged",
+            "build_id": names.sequenced_build_id(IMAGE, 2),
+        }
+
+
 def test_build_ids_are_the_image_and_a_six_digit_sequence() -> None:
     assert names.sequenced_build_id("win11-office", 42) == "win11-office-000042"
     with pytest.raises(ValueError, match="starts at 1"):
