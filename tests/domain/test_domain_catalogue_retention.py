@@ -61,9 +61,7 @@ def test_the_backup_duration_is_the_lifecycles_alone() -> None:
     assert "images[0].retention.backup_days" in _fields(caught.value)
 
 
-@pytest.mark.parametrize(
-    "key", ["staged_max_age_days", "deprecation_days", "retained_vm_days"]
-)
+@pytest.mark.parametrize("key", ["staged_max_age_days", "deprecation_days", "retained_vm_days"])
 def test_a_negative_duration_is_refused_naming_the_field(key: str) -> None:
     with pytest.raises(InputError) as caught:
         parse_catalogue({"images": [_with({key: -1})]})
