@@ -99,13 +99,6 @@ def demo(extra: list[str]) -> int:
     return run(str(PY), "-m", "devhost.demo", *extra)
 
 
-# Event Grid subscriptions ``up`` makes on the emulator: function -> the event types it takes.
-UP_SUBSCRIPTIONS = {
-    "on_marketplace_image_published": ["ImageFactory.MarketplaceImagePublished"],
-    "on_sysprep_signal": ["ImageFactory.SysprepFinished"],
-}
-
-
 class UpWorld:
     """How ``up`` wires the pair (also used by tests/local_world to start the same world)."""
 
@@ -175,12 +168,14 @@ class UpWorld:
 
     def subscribe(self, ctx: ssl.SSLContext) -> None:
         """Subscribe the app's Event Grid functions on the emulator (replacing, so repeatable)."""
-        for function, types in UP_SUBSCRIPTIONS.items():
+        from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS
+
+        for function, types in APP_EVENT_SUBSCRIPTIONS.items():
             body = json.dumps(
                 {
                     "name": function,
                     "endpoint": f"{self.hook}{function}",
-                    "includedEventTypes": types,
+                    "includedEventTypes": list(types),
                 }
             ).encode()
             request = urllib.request.Request(  # noqa: S310 - the loopback emulator
@@ -299,7 +294,9 @@ def up(extra: list[str]) -> int:
         print(f"  emulator  {emu_url}  (admin {emu_url}/_emulator/report)")
         print(f"  time      {'virtual, owned by the devhost' if world.virtual else 'real'}")
         print(f"  state     {state}")
-        print("  Event Grid subscriptions: " + ", ".join(UP_SUBSCRIPTIONS))
+        from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS
+
+        print("  Event Grid subscriptions: " + ", ".join(APP_EVENT_SUBSCRIPTIONS))
         print("  app settings (docs/local-world.md):")
         for key, value in settings.items():
             print(f"    {key}={value}")

@@ -17,13 +17,14 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devhost.clock import VirtualClock
+from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS, BUILD_FUNCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = ROOT / "scenarios" / "default.yaml"
@@ -76,8 +77,12 @@ def local_world(
     activity_workers: int = 8,
     extra_settings: Mapping[str, str] | None = None,
     app_spec: str = "function_app:app",
+    subscribe: Sequence[str] = BUILD_FUNCTIONS,
 ) -> Iterator[World]:
-    """Start the emulator and the devhost on one paused virtual clock; stop both on exit."""
+    """Start the emulator and the devhost on one paused virtual clock; stop both on exit.
+
+    ``subscribe`` names the app's Event Grid functions the emulator's topic delivers to (the
+    build's two by default; the lifecycle demo takes them all)."""
     import emulator
     from devhost.host import DevHost
     from emulator.scenario import load_scenario
@@ -114,20 +119,16 @@ def local_world(
             os.environ["SYSPREP_SIGNAL_URL"] = sysprep_hook
             settings["SYSPREP_SIGNAL_URL"] = sysprep_hook
         events = running.emu.events
-        events.subscribe(
-            {
-                "name": "marketplace-published",
-                "endpoint": world.webhook("on_marketplace_image_published"),
-                "includedEventTypes": ["ImageFactory.MarketplaceImagePublished"],
-            }
-        )
-        events.subscribe(
-            {
-                "name": "sysprep-finished",
-                "endpoint": sysprep_hook,
-                "includedEventTypes": ["ImageFactory.SysprepFinished"],
-            }
-        )
+        for function in subscribe:
+            events.subscribe(
+                {
+                    "name": function,
+                    "endpoint": sysprep_hook
+                    if function == "on_sysprep_signal"
+                    else world.webhook(function),
+                    "includedEventTypes": list(APP_EVENT_SUBSCRIPTIONS[function]),
+                }
+            )
         yield world
     finally:
         if host is not None:

@@ -6,7 +6,7 @@ the bundled catalogue and the default scenario plus what a running estate has: v
 over the app's HTTP API with App Service Authentication principals:
 
 1. alice (Operator) asks for a build: version 1.0.1 is staged, excluded from ``latest``;
-2. validation (its own capability) takes it to ``validated`` — skipped here, said so;
+2. the staged event starts validation on a real (emulated) session host: ``validated``;
 3. alice may not approve her own build (403); bob (Approver) approves it;
 4. an operator activates it: 1.0.1 is ``latest`` in every region, 1.0.0 its backup, the host
    pool deploys exactly 1.0.1;
@@ -32,6 +32,7 @@ from typing import Any
 import yaml
 
 from devhost.demo import DEFAULT_CATALOGUE, DEFAULT_SCENARIO, World, follow_build, local_world
+from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 HEADER = "X-MS-CLIENT-PRINCIPAL"
@@ -323,7 +324,11 @@ def run(as_json: bool = False) -> int:
     alice = principal("alice@contoso.com", "Operator", "Approver")
     bob = principal("bob@contoso.com", "Approver")
     ops = principal("ops@contoso.com", "Operator")
-    with local_world(demo_scenario(_newest_base_version()), DEFAULT_CATALOGUE) as world:
+    with local_world(
+        demo_scenario(_newest_base_version()),
+        DEFAULT_CATALOGUE,
+        subscribe=tuple(APP_EVENT_SUBSCRIPTIONS),
+    ) as world:
         estate = estate_for(world)
         r = _Run(estate, as_json)
         world.clock.resume()
@@ -349,15 +354,14 @@ def run(as_json: bool = False) -> int:
         version = str(build["output"]["version"])
         r.step(f"alice's build staged {version} (excluded from latest)")
 
-        if not as_json:
-            print(
-                "validation skipped: the validation capability is not part of this demo; "
-                f"{version} is set validated through set_version_state",
-                flush=True,
-            )
-        estate.set_state(version, "start_validation")
-        estate.set_state(version, "pass_validation")
-        r.step(f"{version} validated")
+        # The staged event started the validation (catalogue: validation.host_pool): a real
+        # session host from the exact version in the test pool, drained, checked, removed.
+        validation = estate.wait(names.validation_instance_id(estate.image, version), 300)
+        outcome = (validation.get("output") or {}).get("outcome")
+        if outcome != "validated":
+            raise SystemExit(f"validation did not pass: {validation.get('output')}")
+        checks = (validation.get("output") or {}).get("checks") or []
+        r.step(f"{version} validated on a test session host ({len(checks)} checks passed)")
 
         code, body = estate.approve(version, alice)
         r.expect((code, body), 403, "self-approval")
