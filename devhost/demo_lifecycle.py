@@ -22,16 +22,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from devhost.demo import DEFAULT_CATALOGUE, DEFAULT_SCENARIO, World, follow_build, local_world
+from shared import telemetry
 from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
@@ -321,6 +325,10 @@ def run(as_json: bool = False) -> int:
     from shared import names
 
     started = time.monotonic()
+    # The app's own telemetry (shared/telemetry.py) to a file, summarised at the end; set
+    # IMAGEFACTORY_TELEMETRY yourself to send it elsewhere (console).
+    telemetry_file = Path(tempfile.mkdtemp(prefix="imagefactory-telemetry-")) / "telemetry.log"
+    os.environ.setdefault("IMAGEFACTORY_TELEMETRY", f"file:{telemetry_file}")
     alice = principal("alice@contoso.com", "Operator", "Approver")
     bob = principal("bob@contoso.com", "Approver")
     ops = principal("ops@contoso.com", "Operator")
@@ -391,6 +399,8 @@ def run(as_json: bool = False) -> int:
             "virtual_time": world.clock.now().isoformat(),
             "real_seconds": round(time.monotonic() - started, 2),
         }
+    telemetry.flush()
+    result["telemetry"] = {"file": str(telemetry_file), **telemetry.summarise_file(telemetry_file)}
     if as_json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -413,6 +423,13 @@ def _print_timeline(result: dict[str, Any]) -> None:
     print()
     print(f"final states: {result['states']}")
     print(f"virtual time: {result['virtual_time']}; real seconds: {result['real_seconds']}")
+    t = result["telemetry"]
+    arm = t["metrics"].get("imagefactory.arm.requests", 0)
+    throttled = t["metrics"].get("imagefactory.arm.throttled", 0)
+    print(
+        f"telemetry: {t['spans']} spans in {t['traces']} traces, {arm:.0f} ARM requests, "
+        f"{throttled:.0f} throttled ({t['file']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
