@@ -17,13 +17,14 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devhost.clock import VirtualClock
+from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS, BUILD_FUNCTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = ROOT / "scenarios" / "default.yaml"
@@ -75,8 +76,13 @@ def local_world(
     store: str | None = None,
     activity_workers: int = 8,
     extra_settings: Mapping[str, str] | None = None,
+    app_spec: str = "function_app:app",
+    subscribe: Sequence[str] = BUILD_FUNCTIONS,
 ) -> Iterator[World]:
-    """Start the emulator and the devhost on one paused virtual clock; stop both on exit."""
+    """Start the emulator and the devhost on one paused virtual clock; stop both on exit.
+
+    ``subscribe`` names the app's Event Grid functions the emulator's topic delivers to (the
+    build's two by default; the lifecycle demo takes them all)."""
     import emulator
     from devhost.host import DevHost
     from emulator.scenario import load_scenario
@@ -101,6 +107,7 @@ def local_world(
         avd_client.cache_clear()
         host = DevHost(
             app_dir=ROOT,
+            app_spec=app_spec,
             store=store or str(state_dir / "devhost.sqlite"),
             clock=clock,
             settings=settings,
@@ -113,20 +120,16 @@ def local_world(
             os.environ["SYSPREP_SIGNAL_URL"] = sysprep_hook
             settings["SYSPREP_SIGNAL_URL"] = sysprep_hook
         events = running.emu.events
-        events.subscribe(
-            {
-                "name": "marketplace-published",
-                "endpoint": world.webhook("on_marketplace_image_published"),
-                "includedEventTypes": ["ImageFactory.MarketplaceImagePublished"],
-            }
-        )
-        events.subscribe(
-            {
-                "name": "sysprep-finished",
-                "endpoint": sysprep_hook,
-                "includedEventTypes": ["ImageFactory.SysprepFinished"],
-            }
-        )
+        for function in subscribe:
+            events.subscribe(
+                {
+                    "name": function,
+                    "endpoint": sysprep_hook
+                    if function == "on_sysprep_signal"
+                    else world.webhook(function),
+                    "includedEventTypes": list(APP_EVENT_SUBSCRIPTIONS[function]),
+                }
+            )
         yield world
     finally:
         if host is not None:
@@ -144,14 +147,14 @@ def follow_build(
     world: World, image: str, *, real_timeout: float = 300.0, echo: bool = True
 ) -> dict[str, Any]:
     """Watch the image's queue until a build has run, printing progress as it changes."""
-    from shared.names import build_instance_id, queue_instance_id
+    from shared.names import ENTITY_BUILD_QUEUE, build_instance_id
 
     deadline = time.monotonic() + real_timeout
     last_step: tuple[str, str] = ("", "")
     build_id: str | None = None
     while time.monotonic() < deadline:
-        queue = world.status(queue_instance_id(image)) or {}
-        custom = queue.get("customStatus") or {}
+        exists, state = world.host.engine.read_entity(ENTITY_BUILD_QUEUE, image)
+        custom = json.loads(state) if exists and state else {}
         running = custom.get("running") or {}
         if running.get("build_id"):
             build_id = running["build_id"]

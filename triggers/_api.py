@@ -295,6 +295,7 @@ class RouteSpec:
     handler: Handler
     endpoint: Callable[..., Awaitable[func.HttpResponse]]
     resolve: Callable[[dict[str, str]], object] | None = None
+    also: tuple[int, ...] = ()
 
     @property
     def openapi_path(self) -> str:
@@ -327,11 +328,13 @@ def route(
     errors: tuple[int, ...] = (),
     callbacks: bool = False,
     resolve: Callable[[dict[str, str]], object] | None = None,
+    also: tuple[int, ...] = (),
 ) -> Callable[[Handler], Any]:
     """Declare an HTTP route on ``bp``: the handler gets a checked :class:`Call`.
 
     ``params`` maps each path parameter to its pattern (every one must be named). ``callbacks``
     routes take ``callback_url`` in their body model and start a notice when they answer 202.
+    ``also`` lists other success statuses (a plan answered at once or later: 200 and 202).
     ``resolve`` checks that the path names something that exists (raising a 404
     :class:`ApiError`) before the body is read: an unknown image is 404 whatever the body.
     """
@@ -384,6 +387,7 @@ def route(
             handler=handler,
             endpoint=endpoint,
             resolve=resolve,
+            also=also,
         )
         REGISTRY[name] = spec
         builder = bp.durable_client_input(client_name="client")(endpoint)
@@ -707,6 +711,11 @@ def openapi_document() -> dict[str, Any]:
                     "content": {"application/json": {"schema": ok_schema}},
                 },
             )
+        for code in spec.also:
+            responses[str(code)] = {
+                "description": _status_text(code),
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
         for code in spec.errors:
             responses[str(code)] = {
                 "description": _status_text(code),

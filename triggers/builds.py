@@ -1,10 +1,14 @@
 """HTTP: start, list, follow and cancel builds (ITSM tools, operators, the CLI).
 
-- ``POST /api/images/{image}/builds`` (Operator) queues a build: ``202`` with the queue's status
-  URL. The ``Idempotency-Key`` header (or the body's ``key``) is the queue's request key, so a
-  retried call never builds twice; the framework also replays the first answer. The requester
-  recorded on the version is the authenticated principal (four eyes: it may not approve it).
-- ``GET /api/images/{image}/builds`` (Reader): the image's queue (running, queued, recent).
+- ``POST /api/images/{image}/builds`` (Operator) queues a build: ``202`` with the request's
+  status URL (``GET /api/images/{image}/build-requests/{key}``: the queue's answer, then the
+  build id). The ``Idempotency-Key`` header (or the body's ``key``) is the queue's request key,
+  so a retried call never builds twice (one request orchestration per image and key); the
+  framework also replays the first answer. The requester recorded on the version is the
+  authenticated principal (four eyes: it may not approve it).
+- ``GET /api/images/{image}/builds`` (Reader): the image's queue entity (running, queued, recent).
+- ``GET /api/images/{image}/build-requests/{key}`` (Reader): one request: ``accepted`` with its
+  build id, ``duplicate`` (of a queued, running or built key) or ``refused``.
 - ``GET /api/builds`` (Reader): builds, newest first (``image``, ``status``, ``top``).
 - ``GET /api/builds/{build_id}`` (Reader): one build with its phase, per-step results and
   timings (phase seconds; each customisation step's state, exit code, start, end, seconds).
@@ -20,11 +24,13 @@ import logging
 import uuid
 from datetime import datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import azure.durable_functions as df
 from pydantic import Field
 
-from shared.names import build_instance_id, queue_instance_id
+from shared import names
+from shared.names import build_instance_id
 from triggers._api import (
     BUILD_ID_PATTERN,
     CALLBACK_URL_PATTERN,
@@ -63,9 +69,21 @@ class BuildRequestBody(Body):
 
 class BuildQueued(Answer):
     image: str
-    queue_instance_id: str
-    key: str | None
+    key: str
+    request_instance_id: str
+    outcome: str
     status_url: str
+    queue_url: str
+
+
+class BuildRequestStatus(Answer):
+    image: str
+    key: str
+    request_instance_id: str
+    runtime_status: str | None
+    outcome: str | None = None
+    build_id: str | None = None
+    reason: str | None = None
 
 
 class BuildQueue(Answer):
@@ -199,10 +217,9 @@ async def start_build(call: Call) -> Reply:
         log.warning("requested_by %r ignored: the principal is the requester", body.requested_by)
     key = call.idempotency_key or body.key
     if key is None and body.callback_url is not None:
-        key = uuid.uuid4().hex  # the callback watcher finds the build by its key
-    queue_key = f"manual:{key}" if key else None
+        key = uuid.uuid4().hex  # the callback watcher finds the build by its request
     request = {
-        "key": queue_key,
+        "key": f"manual:{key}" if key else None,
         "reason": body.reason,
         "base_version": body.base_version,
         "requested_by": call.principal.actor,
@@ -211,8 +228,16 @@ async def start_build(call: Call) -> Reply:
         queued = await request_build(call.client, image, request)
     except Exception as exc:
         raise unavailable("QueueUnavailable", f"the build could not be queued: {exc}") from None
-    operation = Operation("build", f"build of {image}", image=image, key=queue_key)
-    return call.accepted(queued, f"images/{image}/builds", operation, retry_after=30)
+    request_path = f"images/{image}/build-requests/{quote(str(queued['key']), safe='')}"
+    queued["queue_url"] = call.url(f"images/{image}/builds")
+    operation = Operation(
+        "build",
+        f"build of {image}",
+        instance_id=str(queued["request_instance_id"]),
+        image=image,
+        key=str(queued["key"]),
+    )
+    return call.accepted(queued, request_path, operation, retry_after=30)
 
 
 @route(
@@ -228,13 +253,61 @@ async def start_build(call: Call) -> Reply:
     errors=(404,),
 )
 async def get_build_queue(call: Call) -> dict[str, Any]:
-    """What runs, what waits, recent outcomes."""
+    """What runs, what waits, recent outcomes (the image's queue entity)."""
     image = catalogue_image(call.params["image"]).name
     try:
-        status = status_json(await call.client.get_status(queue_instance_id(image)))
+        entity = await call.client.read_entity_state(df.EntityId(names.ENTITY_BUILD_QUEUE, image))
     except Exception as exc:
         raise unavailable("StoreUnavailable", f"the queue cannot be read: {exc}") from None
-    return {"image": image, "queue": status}
+    state = entity.entity_state if isinstance(entity.entity_state, dict) else {}
+    pending = list(state.get("pending") or [])
+    queue = {
+        "running": state.get("running"),
+        "queued": [item.get("key") for item in pending],
+        "pending": pending,
+        "runner": state.get("runner"),
+        "builds_numbered": state.get("seq", 0),
+        "recent": list(state.get("recent") or [])[-5:],
+    }
+    return {"image": image, "queue": queue}
+
+
+@route(
+    bp,
+    "GET",
+    "images/{image}/build-requests/{key}",
+    role=Role.READER,
+    tag="builds",
+    summary="One build request: the queue's answer and its build id",
+    response=BuildRequestStatus,
+    params={"image": IMAGE_PATTERN, "key": KEY_PATTERN},
+    errors=(404,),
+    resolve=image_exists,
+)
+async def get_build_request(call: Call) -> dict[str, Any]:
+    """``accepted`` (with the build id), ``duplicate`` or ``refused``; 404 for an unknown key."""
+    image, key = call.params["image"], call.params["key"]
+    instance_id = names.build_request_instance_id(image, key)
+    try:
+        status = await call.client.get_status(instance_id)
+    except Exception as exc:
+        raise unavailable("StoreUnavailable", f"the request cannot be read: {exc}") from None
+    state = runtime_status(status)
+    if state is None:
+        raise ApiError(
+            404, "BuildRequestNotFound", f"no build request {key!r} of {image}", field="key"
+        )
+    answer = getattr(status, "custom_status", None)
+    answer = answer if isinstance(answer, dict) else {}
+    return {
+        "image": image,
+        "key": key,
+        "request_instance_id": instance_id,
+        "runtime_status": state,
+        "outcome": answer.get("outcome"),
+        "build_id": answer.get("running") or answer.get("build_id"),
+        "reason": answer.get("reason"),
+    }
 
 
 @route(

@@ -4,7 +4,7 @@ Each accepted request that named a ``callback_url`` has an ``api_notify`` instan
 ``OperationEnded`` (orchestrators/api.py). Every minute this watcher lists the waiting ones (one
 query by the ``notify:`` prefix; nothing else when there are none) and checks what each follows:
 an orchestration instance (approval, activation, rollback: ended when it no longer runs) or a
-queued build (ended when the image's queue records its key as staged, failed or dropped). Then
+build request (ended when the queue refused it or the build it was given ended). Then
 it raises ``OperationEnded`` with the outcome; delivery and retries are the notifier's. The
 operations themselves never wait for a callback.
 """
@@ -35,23 +35,7 @@ def _small(value: Any) -> Any:
 async def outcome_of(client: Any, operation: dict[str, Any]) -> dict[str, Any] | None:
     """The operation's outcome once it ended; None while it runs (or waits in a queue)."""
     if operation.get("kind") == "build":
-        image, key = operation.get("image"), operation.get("key")
-        if not image or not key:
-            return {"status": "Unknown", "outcome": "the build request names no key"}
-        queue = await client.get_status(names.queue_instance_id(str(image)))
-        custom = getattr(queue, "custom_status", None)
-        recent = custom.get("recent") if isinstance(custom, dict) else None
-        for entry in reversed(recent or []):
-            if isinstance(entry, dict) and entry.get("key") == key:
-                if entry.get("dropped"):
-                    return {"status": "Dropped", "outcome": _small(entry)}
-                state = "Completed" if entry.get("status") == "staged" else "Failed"
-                return {
-                    "status": state,
-                    "instance_id": names.build_instance_id(str(entry.get("build_id"))),
-                    "outcome": _small(entry),
-                }
-        return None
+        return await _build_outcome(client, operation)
     instance_id = str(operation.get("instance_id") or "")
     status = await client.get_status(instance_id)
     ended = runtime_status(status)
@@ -61,6 +45,30 @@ async def outcome_of(client: Any, operation: dict[str, Any]) -> dict[str, Any] |
         "status": ended or "Unknown",
         "instance_id": instance_id,
         "outcome": _small(getattr(status, "output", None)),
+    }
+
+
+async def _build_outcome(client: Any, operation: dict[str, Any]) -> dict[str, Any] | None:
+    """A build request ends when the queue refused it or the build it got ended."""
+    request = await client.get_status(str(operation.get("instance_id") or ""))
+    if runtime_status(request) is None:
+        return {"status": "Unknown", "outcome": "the build request is gone"}
+    answer = getattr(request, "custom_status", None)
+    answer = answer if isinstance(answer, dict) else {}
+    if answer.get("outcome") == "refused":
+        return {"status": "Refused", "outcome": _small(answer)}
+    build_id = answer.get("running") or answer.get("build_id")
+    if not build_id:
+        return None  # not answered yet
+    instance_id = names.build_instance_id(str(build_id))
+    build = await client.get_status(instance_id)
+    ended = runtime_status(build)
+    if ended is None or ended in RUNNING:
+        return None  # queued, or running
+    return {
+        "status": ended,
+        "instance_id": instance_id,
+        "outcome": _small(getattr(build, "output", None)),
     }
 
 

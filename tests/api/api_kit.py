@@ -84,12 +84,19 @@ class FakeStatus:
 
 
 @dataclass
+class _Entity:
+    entity_exists: bool
+    entity_state: Any
+
+
+@dataclass
 class FakeDurable:
     """The durable client as the routes use it, in memory; ``ends`` completes on start."""
 
     instances: dict[str, FakeStatus] = field(default_factory=dict)
     calls: list[tuple[Any, ...]] = field(default_factory=list)
     ends: dict[str, Any] = field(default_factory=dict)  # orchestrator name -> output
+    entities: dict[str, Any] = field(default_factory=dict)  # entity key -> state
     fail: dict[str, BaseException] = field(default_factory=dict)
 
     def _maybe_fail(self, op: str) -> None:
@@ -126,6 +133,14 @@ class FakeDurable:
         else:
             self.put(instance_id, name, "Running", input_=json.dumps(payload))
         return instance_id
+
+    async def read_entity_state(self, entity: Any) -> Any:
+        self._maybe_fail("read_entity_state")
+        state = self.entities.get(str(getattr(entity, "key", entity)))
+        return _Entity(state is not None, state)
+
+    async def signal_entity(self, entity: Any, operation: str, payload: Any = None) -> None:
+        self.calls.append(("signal_entity", str(entity), operation, payload))
 
     async def raise_event(self, instance_id: str, event: str, payload: Any) -> None:
         self._maybe_fail("raise_event")

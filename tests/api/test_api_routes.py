@@ -59,6 +59,14 @@ SUCCESS: dict[str, tuple[str, dict[str, str], dict[str, str] | None, Any, int]] 
     "start_build": (OPERATOR, {"image": IMAGE}, None, {"reason": "test"}, 202),
     "get_build_queue": (READER, {"image": IMAGE}, None, None, 200),
     "list_builds": (READER, {}, None, None, 200),
+    "get_build_request": (READER, {"image": IMAGE, "key": "manual:k1"}, None, None, 200),
+    "start_validation": (OPERATOR, {"image": IMAGE, "version": "1.0.4"}, None, {}, 202),
+    "get_validation": (READER, {"image": IMAGE, "version": "1.0.4"}, None, None, 200),
+    "start_rings": (OPERATOR, {"image": IMAGE, "version": "1.0.3"}, None, {}, 202),
+    "get_rings": (READER, {"image": IMAGE, "version": "1.0.3"}, None, None, 200),
+    "retention_plan": (READER, {}, None, None, 200),
+    "start_retention_run": (OPERATOR, {}, None, {"dry_run": True}, 202),
+    "get_retention_run": (READER, {"run_id": "run-0123456789ab"}, None, None, 200),
     "get_build": (READER, {"build_id": f"{IMAGE}-0a1b2c3d"}, None, None, 200),
     "cancel_build": (OPERATOR, {"build_id": f"{IMAGE}-0a1b2c3d"}, None, {}, 202),
     "approve_version": (
@@ -82,9 +90,25 @@ DENIED = {
 
 def client_for(name: str) -> FakeDurable:
     client = FakeDurable(
-        ends={names.ORCH_DECIDE_APPROVAL: {"status": "approved", "version": "1.0.2"}}
+        ends={
+            names.ORCH_DECIDE_APPROVAL: {"status": "approved", "version": "1.0.2"},
+            names.ORCH_RETENTION: {"plan": []},
+        }
     )
     running_build(client)
+    client.put(
+        names.build_request_instance_id(IMAGE, "manual:k1"),
+        names.ORCH_BUILD_REQUEST,
+        "Completed",
+        custom_status={"outcome": "accepted", "build_id": f"{IMAGE}-000001"},
+    )
+    image, version = IMAGE, "1.0.4"
+    if name == "get_validation":
+        client.put(names.validation_instance_id(image, version), "validate", "Running")
+    if name == "get_rings":
+        client.put(names.rings_instance_id(image, "1.0.3"), "rings", "Running")
+    if name == "get_retention_run":
+        client.put(names.retention_instance_id("run-0123456789ab"), "retention", "Completed")
     return client
 
 
@@ -169,8 +193,8 @@ def test_a_build_is_requested_by_the_principal_not_by_the_body() -> None:
         body={"requested_by": "someone-else@contoso.com"},
     )
     assert answer.status == 202
-    [raised] = [c for c in client.calls if c[0] == "raise_event"]
-    assert raised[3]["requested_by"] == "otto@contoso.com"
+    [started] = client.started(names.ORCH_BUILD_REQUEST)
+    assert started[3]["request"]["requested_by"] == "otto@contoso.com"
 
 
 # ---- idempotency --------------------------------------------------------------------------
@@ -186,7 +210,7 @@ def test_a_repeated_idempotency_key_returns_the_first_answer_and_builds_once() -
     assert second.headers.get("Idempotent-Replayed") == "true"
     assert "Idempotent-Replayed" not in first.headers
     assert second.headers["Location"] == first.headers["Location"]
-    assert len([c for c in client.calls if c[0] == "raise_event"]) == 1
+    assert len(client.started(names.ORCH_BUILD_REQUEST)) == 1
     # The answer is kept durably (an orchestration's input), not in this process.
     [kept] = client.started(names.ORCH_API_ANSWER)
     assert kept[3]["body"] == first.body
@@ -506,7 +530,11 @@ def test_a_build_with_a_callback_gets_a_key_the_watcher_can_follow() -> None:
     [(_, _, _, payload)] = client.started(names.ORCH_API_NOTIFY)
     assert payload["operation"]["kind"] == "build"
     assert payload["operation"]["key"] == answer.body["key"]
+    assert payload["operation"]["instance_id"] == answer.body["request_instance_id"]
     assert answer.body["key"].startswith("manual:")
+    assert answer.headers["Location"].endswith(
+        f"/api/images/{IMAGE}/build-requests/{answer.body['key'].replace(':', '%3A')}"
+    )
 
 
 def test_a_version_without_state_is_not_in_the_audit(monkeypatch: pytest.MonkeyPatch) -> None:

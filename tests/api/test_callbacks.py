@@ -245,18 +245,23 @@ def test_the_watcher_releases_notices_of_ended_operations_only() -> None:
     client.put("activation:a", names.ORCH_ACTIVATE_VERSION, "Completed", output={"ok": True})
     client.put("activation:b", names.ORCH_ACTIVATE_VERSION, "Running")
     client.put(
-        names.queue_instance_id(IMAGE),
-        names.ORCH_IMAGE_BUILD_QUEUE,
+        "build-request:a",
+        names.ORCH_BUILD_REQUEST,
+        "Completed",
+        custom_status={"outcome": "accepted", "build_id": f"{IMAGE}-000001"},
+    )
+    client.put(names.build_instance_id(f"{IMAGE}-000001"), names.ORCH_BUILD_IMAGE, "Completed")
+    client.put(
+        "build-request:b",
+        names.ORCH_BUILD_REQUEST,
         "Running",
-        custom_status={
-            "recent": [{"key": "manual:k1", "build_id": f"{IMAGE}-1", "status": "staged"}]
-        },
+        custom_status={"outcome": "accepted", "build_id": f"{IMAGE}-000002"},
     )
     waiting = {
         "notify:1": {"kind": "instance", "instance_id": "activation:a"},
         "notify:2": {"kind": "instance", "instance_id": "activation:b"},
-        "notify:3": {"kind": "build", "image": IMAGE, "key": "manual:k1"},
-        "notify:4": {"kind": "build", "image": IMAGE, "key": "manual:other"},
+        "notify:3": {"kind": "build", "instance_id": "build-request:a"},
+        "notify:4": {"kind": "build", "instance_id": "build-request:b"},  # build queued
     }
     for instance_id, operation in waiting.items():
         client.put(
@@ -272,7 +277,7 @@ def test_the_watcher_releases_notices_of_ended_operations_only() -> None:
     assert raised["notify:1"]["status"] == "Completed"
     assert raised["notify:1"]["outcome"] == {"ok": True}
     assert raised["notify:3"]["status"] == "Completed"
-    assert raised["notify:3"]["instance_id"] == names.build_instance_id(f"{IMAGE}-1")
+    assert raised["notify:3"]["instance_id"] == names.build_instance_id(f"{IMAGE}-000001")
 
 
 def test_the_app_registers_the_callback_functions() -> None:

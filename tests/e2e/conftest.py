@@ -13,6 +13,7 @@ import pytest
 
 from devhost.demo import World, local_world
 from shared.domain.principal import HEADER, encode_principal
+from shared.names import ENTITY_BUILD_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 # Every API route needs a principal (App Service Authentication); these helpers send an
@@ -51,6 +52,13 @@ def get_json(url: str) -> tuple[int, Any]:
     except urllib.error.HTTPError as err:
         raw = err.read()
         return err.code, json.loads(raw) if raw else None
+
+
+def queue_state(world: World, image: str) -> dict[str, Any]:
+    """The state of the image's build queue entity (empty before its first request)."""
+    exists, state = world.host.engine.read_entity(ENTITY_BUILD_QUEUE, image)
+    value = json.loads(state) if exists and state else {}
+    return value if isinstance(value, dict) else {}
 
 
 def emulator_get(world: World, path: str) -> Any:
