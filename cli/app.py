@@ -260,19 +260,16 @@ def builds_start(
 
 
 def _await_build_id(opts: Options, image: str, key: str, interval: float, limit: float) -> str:
+    """The build id the queue gave the request ``key`` (exit 6 when it refused the request)."""
     deadline = time.monotonic() + limit
+    path = f"images/{seg(image)}/build-requests/{seg(key)}"
     while time.monotonic() < deadline:
-        queue = (_run(lambda: opts.client.get(f"images/{seg(image)}/builds")) or {}).get("queue")
-        custom = (queue or {}).get("customStatus") or {}
-        running = custom.get("running") or {}
-        if running.get("key") == key and running.get("build_id"):
-            return str(running["build_id"])
-        for entry in reversed(custom.get("recent") or []):
-            if entry.get("key") == key:
-                if entry.get("build_id"):
-                    return str(entry["build_id"])
-                err.print(f"the queue dropped the request: {entry.get('dropped')}")
-                raise typer.Exit(int(Exit.FAILED))
+        request = _run(lambda: opts.client.get(path)) or {}
+        if request.get("outcome") == "refused":
+            err.print(f"the queue refused the request: {request.get('reason')}")
+            raise typer.Exit(int(Exit.FAILED))
+        if request.get("build_id"):
+            return str(request["build_id"])
         time.sleep(interval)
     err.print("the build did not start in time")
     raise typer.Exit(int(Exit.UNAVAILABLE))

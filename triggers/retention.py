@@ -143,6 +143,11 @@ def _unavailable(error: Exception) -> ApiError:
 
 
 def _input(error: InputError) -> ApiError:
+    """Unknown image names are 404 (as everywhere in the API), naming each; the rest 400."""
+    if error.errors and all("is not a catalogue image" in e.reason for e in error.errors):
+        details = [{"field": e.path, "reason": e.reason} for e in error.errors]
+        message = "; ".join(str(e) for e in error.errors)
+        return ApiError(404, "ImageNotFound", message, field=details[0]["field"], details=details)
     return ApiError.from_input(error)
 
 
@@ -204,6 +209,7 @@ async def _start(call: Call, *, dry_run: bool, images: list[str] | None) -> str:
     summary="A dry run's plan: per version the decision, its reason, the storage it frees",
     query=PlanQuery,
     also=(202,),
+    errors=(404,),
 )
 async def retention_plan(call: Call) -> Reply:
     """A dry run's plan (200 when it ends within seconds, else 202 with the status URL)."""
@@ -243,7 +249,7 @@ async def retention_plan(call: Call) -> Reply:
     request=RunBody,
     response=RunStarted,
     status=202,
-    errors=(409,),
+    errors=(404, 409),
 )
 async def start_retention_run(call: Call) -> Reply:
     """Start a retention run (``dry_run`` changes nothing); 202 with its status URL."""

@@ -10,7 +10,6 @@ with versions built from lifecycle states (and manifests), so the real lifecycle
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -21,6 +20,7 @@ import azure.functions as func
 import pytest
 
 import function_app
+from devhost.functions import index_app
 from shared.azure.gallery import RegionFlags, VersionLifecycle
 from shared.domain.manifest import BaseImage, BuildManifest, StepRecord, manifest_tags
 from shared.domain.principal import HEADER, encode_principal
@@ -47,10 +47,11 @@ ALICE = encode_principal("alice@contoso.com", ("Operator", "Approver"))  # reque
 NOBODY = encode_principal("nora@contoso.com", ())  # signed in, no app role
 
 
-@functools.cache
 def app_functions() -> list[Any]:
-    """The app's functions (the SDK lets ``get_functions`` run once per app object)."""
-    return list(function_app.app.get_functions())
+    """The app's indexed functions (``get_functions`` may run once per app: the devhost's
+    index caches it for every test of the session)."""
+    index = index_app(function_app.app)
+    return [index.get(name) for name in index.names]
 
 
 @dataclass

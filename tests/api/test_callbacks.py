@@ -281,7 +281,7 @@ def test_the_watcher_releases_notices_of_ended_operations_only() -> None:
 
 
 def test_the_app_registers_the_callback_functions() -> None:
-    listed = {f.get_function_name() for f in app_functions()}
+    listed = {info.name for info in app_functions()}
     assert {
         names.ORCH_API_NOTIFY,
         names.ORCH_API_ANSWER,

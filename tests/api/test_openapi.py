@@ -22,11 +22,10 @@ def document() -> dict[str, object]:
 def http_functions() -> set[tuple[str, str]]:
     """(METHOD, route) of every HTTP-triggered function of the app."""
     found = set()
-    for f in app_functions():
-        trigger = f.get_trigger()
-        if trigger.type == "httpTrigger":
-            for method in trigger.methods or []:
-                found.add((str(getattr(method, "value", method)).upper(), trigger.route))
+    for info in app_functions():
+        if info.trigger_type == "httpTrigger":
+            for method in info.trigger.get("methods") or []:
+                found.add((str(method).upper(), str(info.trigger.get("route"))))
     return found
 
 
