@@ -305,7 +305,7 @@ async def get_build_request(call: Call) -> dict[str, Any]:
         "request_instance_id": instance_id,
         "runtime_status": state,
         "outcome": answer.get("outcome"),
-        "build_id": answer.get("running") or answer.get("build_id"),
+        "build_id": answer.get("build_id"),
         "reason": answer.get("reason"),
     }
 

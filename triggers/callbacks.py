@@ -57,7 +57,7 @@ async def _build_outcome(client: Any, operation: dict[str, Any]) -> dict[str, An
     answer = answer if isinstance(answer, dict) else {}
     if answer.get("outcome") == "refused":
         return {"status": "Refused", "outcome": _small(answer)}
-    build_id = answer.get("running") or answer.get("build_id")
+    build_id = answer.get("build_id")
     if not build_id:
         return None  # not answered yet
     instance_id = names.build_instance_id(str(build_id))
