@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The project's entry points: ``python3 dev.py demo``, ``python3 dev.py test`` and
-``python3 dev.py up`` (the local world as two processes: see docs/local-world.md).
+"""The project's entry points: ``python3 dev.py demo`` (the main job), ``python3 dev.py test``
+(gates and tests), ``python3 dev.py lint`` (the gates alone, seconds), ``python3 dev.py up``
+(the local world as two processes: see docs/local-world.md) and ``python3 dev.py lifecycle``.
 
 Each creates (or reuses) the virtual environment ``.venv`` and installs what it needs from the
 package registries, so they work on a fresh machine with nothing but Python 3.11+.
@@ -78,8 +79,8 @@ def tool(name: str) -> str:
     return str(BIN / name)
 
 
-def test(extra: list[str]) -> int:
-    ensure_tools()
+def lint(extra: list[str]) -> int:
+    """The quick gates (seconds): ruff, ruff format, mypy, import-linter."""
     gates = [
         (tool("ruff"), "check", "."),
         (tool("ruff"), "format", "--check", "."),
@@ -91,6 +92,15 @@ def test(extra: list[str]) -> int:
         if code:
             print(f"quality gate failed: {' '.join(gate)}", flush=True)
             return code
+    return 0
+
+
+def test(extra: list[str]) -> int:
+    """The gates, then every test (the infra checks need checkov: installed once, apart)."""
+    code = lint([])
+    if code:
+        return code
+    ensure_tools()
     workers = os.environ.get("TEST_WORKERS", "2")
     return run(str(PY), "-m", "pytest", "-n", workers, "--dist", "loadfile", *extra)
 
@@ -320,6 +330,7 @@ def up(extra: list[str]) -> int:
 def main(argv: list[str]) -> int:
     commands = {
         "test": test,
+        "lint": lint,
         "demo": demo,
         "up": up,
         # The version lifecycle: build, approve (four eyes), activate, roll back, timeline.
