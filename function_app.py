@@ -9,7 +9,7 @@ from activities import build as build_activities
 from activities import lifecycle as lifecycle_activities
 from orchestrators import build, build_queue, cleanup, lifecycle, wait
 from shared import telemetry
-from triggers import builds, events, timers
+from triggers import builds, events, resource_events, timers
 from triggers import lifecycle as lifecycle_triggers
 
 # Traces and metrics (Azure Monitor in Azure, console/file locally, off by default): the worker
@@ -26,6 +26,7 @@ for blueprint in (
     build_activities.bp,
     builds.bp,
     events.bp,
+    resource_events.bp,
     timers.bp,
     lifecycle.bp,
     lifecycle_activities.bp,
