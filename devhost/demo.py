@@ -75,8 +75,13 @@ def local_world(
     store: str | None = None,
     activity_workers: int = 8,
     extra_settings: Mapping[str, str] | None = None,
+    resource_events: bool = True,
 ) -> Iterator[World]:
-    """Start the emulator and the devhost on one paused virtual clock; stop both on exit."""
+    """Start the emulator and the devhost on one paused virtual clock; stop both on exit.
+
+    ``resource_events``: subscribe ``on_resource_event`` to the emulator's resource events
+    (the event-first waits); off, every wait learns of an operation's end by polling only.
+    """
     import emulator
     from devhost.host import DevHost
     from emulator.scenario import load_scenario
@@ -90,6 +95,8 @@ def local_world(
     settings = app_settings(
         running.url, str(running.ca_path), sc.default_subscription, Path(catalogue)
     )
+    if not resource_events:  # nothing will deliver them: poll as before
+        settings["SAFETY_POLL_SECONDS"] = "0"
     settings.update(extra_settings or {})
     before = {k: os.environ.get(k) for k in [*settings, "SYSPREP_SIGNAL_URL"]}
     os.environ.update(settings)
@@ -126,6 +133,9 @@ def local_world(
                 "includedEventTypes": ["ImageFactory.SysprepFinished"],
             }
         )
+        if resource_events:
+            # Azure's resource events on the subscription's system topic: event-first waits.
+            events.subscribe(resource_event_subscription(world, sc.default_subscription))
         yield world
     finally:
         if host is not None:
@@ -137,6 +147,23 @@ def local_world(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+RESOURCE_EVENT_TYPES = [
+    f"Microsoft.Resources.Resource{op}{outcome}"
+    for op in ("Write", "Delete", "Action")
+    for outcome in ("Success", "Failure", "Cancel")
+]
+
+
+def resource_event_subscription(world: World, subscription: str) -> dict[str, Any]:
+    """The Event Grid subscription of ``on_resource_event`` on a subscription's system topic."""
+    return {
+        "name": "resource-events",
+        "endpoint": world.webhook("on_resource_event"),
+        "includedEventTypes": RESOURCE_EVENT_TYPES,
+        "subjectBeginsWith": f"/subscriptions/{subscription}/",
+    }
 
 
 def follow_build(
