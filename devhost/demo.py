@@ -158,9 +158,13 @@ RESOURCE_EVENT_TYPES = [
 
 def resource_event_subscription(world: World, subscription: str) -> dict[str, Any]:
     """The Event Grid subscription of ``on_resource_event`` on a subscription's system topic."""
+    endpoint = world.webhook("on_resource_event")
+    key = world.settings.get("DEVHOST_FUNCTION_KEY")
+    if key:  # as Azure's subscription to a function's webhook carries the key (or needs none)
+        endpoint += f"&code={key}"
     return {
         "name": "resource-events",
-        "endpoint": world.webhook("on_resource_event"),
+        "endpoint": endpoint,
         "includedEventTypes": RESOURCE_EVENT_TYPES,
         "subjectBeginsWith": f"/subscriptions/{subscription}/",
     }
