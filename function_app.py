@@ -7,18 +7,19 @@ import azure.functions as func
 
 from activities import build as build_activities
 from activities import lifecycle as lifecycle_activities
-from orchestrators import build, build_queue, cleanup, lifecycle, wait
+from activities import retention as retention_activities
+from activities import rings as ring_activities
+from activities import validation as validation_activities
+from orchestrators import build, build_queue, cleanup, lifecycle, retention, rings, validate, wait
 from shared import telemetry
 from triggers import builds, events, resource_events, timers
 from triggers import lifecycle as lifecycle_triggers
+from triggers import retention as retention_triggers
+from triggers import validation as validation_triggers
 
-# Traces and metrics (Azure Monitor in Azure, console/file locally, off by default): the worker
-# must set the providers up before the first invocation, so this is the one setup at import.
-telemetry.configure()
-
-app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
-
-for blueprint in (
+# Every blueprint of the app, in registration order (a test app may compose the same set).
+BLUEPRINTS = (
+    # builds
     build.bp,
     build_queue.bp,
     cleanup.bp,
@@ -28,8 +29,25 @@ for blueprint in (
     events.bp,
     resource_events.bp,
     timers.bp,
+    # version lifecycle: validation, approval, activation, rollback, rings
     lifecycle.bp,
     lifecycle_activities.bp,
     lifecycle_triggers.bp,
-):
+    validate.bp,
+    rings.bp,
+    validation_activities.bp,
+    ring_activities.bp,
+    validation_triggers.bp,
+    # retention
+    retention.bp,
+    retention_activities.bp,
+    retention_triggers.bp,
+)
+
+# Traces and metrics (Azure Monitor in Azure, console/file locally, off by default): the worker
+# must set the providers up before the first invocation, so this is the one setup at import.
+telemetry.configure()
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+for blueprint in BLUEPRINTS:
     app.register_functions(blueprint)

@@ -5,18 +5,29 @@ simulated users) both schedule work in *host time*. With a :class:`VirtualClock`
 notion of "now" that only advances when nobody has work in flight or due, straight to the
 earliest thing anyone has scheduled. A six-hour build then finishes in seconds, and neither side
 can skip past work the other still has to do. See docs/contracts.md, section 1.
+
+A virtual clock may be *durable* (:class:`ClockFile`): every instant it moves to is written to a
+small JSON file before anyone can see it, so an owner restarted on the same file resumes from the
+last instant, never earlier. The file also names the other processes that shared the time
+(:mod:`devhost.remote_clock`); a clock holds still until each of them is back (``expect``), or
+gives up on one after its patience, so nobody's due work is jumped over while it reconnects.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 NextDue = Callable[[], datetime | None]
+log = logging.getLogger("devhost.clock")
 
 
 def utc_now() -> datetime:
@@ -29,6 +40,75 @@ def require_aware(value: datetime, what: str = "datetime") -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{what} must be timezone-aware (UTC), got naive {value.isoformat()}")
     return value.astimezone(UTC)
+
+
+class ClockFile:
+    """A virtual clock's durable state: its last instant and the remote participants sharing it.
+
+    JSON ``{"now": iso, "remotes": [names]}``, replaced atomically (written beside, then renamed),
+    so a reader, or an owner killed mid-write, sees the old state or the new, never half of one.
+    Not flushed to the disk: a process that dies keeps what it wrote (the page cache survives it).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._now: datetime | None = None
+        self._remotes: list[str] = []
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"clock state {self.path} is unreadable: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"clock state {self.path}: not a JSON object")
+        raw = data.get("now")
+        if raw is not None:
+            try:
+                self._now = require_aware(datetime.fromisoformat(str(raw)), "now")
+            except ValueError as exc:
+                raise ValueError(f"clock state {self.path}: now: {exc}") from None
+        remotes = data.get("remotes") or []
+        if isinstance(remotes, list):
+            self._remotes = sorted({str(r) for r in remotes})
+
+    @property
+    def now(self) -> datetime | None:
+        """The last instant saved (None: a new file)."""
+        return self._now
+
+    @property
+    def remotes(self) -> list[str]:
+        return list(self._remotes)
+
+    def save_now(self, now: datetime) -> None:
+        with self._lock:
+            if self._now is not None and now < self._now:
+                raise ValueError("a durable clock never goes backwards")
+            self._now = now
+            self._write()
+
+    def save_remotes(self, names: list[str]) -> None:
+        with self._lock:
+            wanted = sorted(set(names))
+            if wanted == self._remotes:
+                return
+            self._remotes = wanted
+            self._write()
+
+    def _write(self) -> None:
+        payload: dict[str, Any] = {
+            "now": None if self._now is None else self._now.isoformat(),
+            "remotes": self._remotes,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        partial.write_text(json.dumps(payload) + "\n", encoding="utf-8")
+        os.replace(partial, self.path)
 
 
 class Participant:
@@ -111,6 +191,9 @@ class BaseClock:
         self._participants: list[Participant] = []
         self._closed = False
         self._generation = 0
+        # name -> (placeholder participant, real deadline or None): participants awaited.
+        self._expected: dict[str, tuple[Participant, float | None]] = {}
+        self.state: ClockFile | None = None
 
     def now(self) -> datetime:
         raise NotImplementedError
@@ -131,6 +214,54 @@ class BaseClock:
     def participants(self) -> list[Participant]:
         with self._cond:
             return list(self._participants)
+
+    # -- participants another process brings (devhost/remote_clock.py) ------------------------
+    def expect(self, name: str, patience: float | None = None) -> None:
+        """Hold time still until the remote participant ``name`` joins (:meth:`arrived`), or
+        until ``patience`` real seconds have passed (None: until it joins)."""
+        with self._cond:
+            if name in self._expected:
+                return
+            placeholder = Participant(self, f"awaiting:{name}", lambda: None)
+            placeholder.enter()
+            self._participants.append(placeholder)
+            deadline = None if patience is None else time.monotonic() + patience
+            self._expected[name] = (placeholder, deadline)
+        log.info(
+            "clock: holding time until %s joins%s",
+            name,
+            "" if patience is None else f" (at most {patience:g} s)",
+        )
+
+    def arrived(self, name: str) -> None:
+        """The awaited participant ``name`` has joined: stop holding time for it."""
+        with self._cond:
+            entry = self._expected.pop(name, None)
+            if entry is None:
+                return
+            if entry[0] in self._participants:
+                self._participants.remove(entry[0])
+            self._generation += 1
+            self._cond.notify_all()
+
+    def expected(self) -> list[str]:
+        with self._cond:
+            return sorted(self._expected)
+
+    def expire_expected(self) -> list[str]:
+        """Give up on awaited participants whose patience ran out; their names."""
+        now = time.monotonic()
+        with self._cond:
+            late = [n for n, (_, d) in self._expected.items() if d is not None and d <= now]
+        for name in late:
+            log.warning("clock: %s did not come back in time; time moves without it", name)
+            self.arrived(name)
+        return late
+
+    def remember_remotes(self, names: list[str]) -> None:
+        """Record which remote participants share this clock (kept by a durable clock)."""
+        if self.state is not None:
+            self.state.save_remotes(names)
 
     def notify(self) -> None:
         with self._cond:
@@ -202,9 +333,24 @@ class VirtualClock(BaseClock):
 
     virtual = True
 
-    def __init__(self, start: datetime | None = None, settle: float = 0.002) -> None:
+    def __init__(
+        self,
+        start: datetime | None = None,
+        settle: float = 0.002,
+        *,
+        state: ClockFile | None = None,
+        remote_patience: float = 30.0,
+    ) -> None:
         super().__init__()
         self._now = require_aware(start, "start") if start is not None else utc_now()
+        self.state = state
+        if state is not None:
+            if state.now is not None:
+                # A restarted owner resumes where it stopped, never earlier (nor at wall time).
+                self._now = max(state.now, self._now) if start is not None else state.now
+            state.save_now(self._now)
+            for name in state.remotes:
+                self.expect(name, remote_patience)
         self._settle = settle
         self._paused = False
         self._jumps = 0
@@ -233,18 +379,22 @@ class VirtualClock(BaseClock):
         if delta < timedelta(0):
             raise ValueError("a clock never goes backwards")
         with self._cond:
-            self._now = self._now + delta
-            self._jumps += 1
-            self._cond.notify_all()
+            self._move(self._now + delta)
 
     def set_time(self, when: datetime) -> None:
         when = require_aware(when, "when")
         with self._cond:
             if when < self._now:
                 raise ValueError("a clock never goes backwards")
-            self._now = when
-            self._jumps += 1
-            self._cond.notify_all()
+            self._move(when)
+
+    def _move(self, when: datetime) -> None:
+        """Move to ``when`` (under the lock): saved first, so no one sees an unsaved instant."""
+        if self.state is not None:
+            self.state.save_now(when)
+        self._now = when
+        self._jumps += 1
+        self._cond.notify_all()
 
     def wait_until(
         self,
@@ -290,6 +440,8 @@ class VirtualClock(BaseClock):
 
     def _run(self) -> None:
         while True:
+            if self._expected:
+                self.expire_expected()
             with self._cond:
                 if self._closed:
                     return
@@ -317,11 +469,11 @@ class VirtualClock(BaseClock):
                     or participants != self._participants
                 ):
                     continue
-                self._now = again
-                self._jumps += 1
-                self._cond.notify_all()
+                self._move(again)
 
 
-def make_clock(virtual: bool, start: datetime | None = None) -> BaseClock:
-    """The clock for a run: virtual (jumping) or real."""
-    return VirtualClock(start) if virtual else RealClock()
+def make_clock(
+    virtual: bool, start: datetime | None = None, state: ClockFile | None = None
+) -> BaseClock:
+    """The clock for a run: virtual (jumping, durable with ``state``) or real."""
+    return VirtualClock(start, state=state) if virtual else RealClock()

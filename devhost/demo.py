@@ -75,6 +75,7 @@ def local_world(
     store: str | None = None,
     activity_workers: int = 8,
     extra_settings: Mapping[str, str] | None = None,
+    app_spec: str = "function_app:app",
     resource_events: bool = True,
 ) -> Iterator[World]:
     """Start the emulator and the devhost on one paused virtual clock; stop both on exit.
@@ -108,6 +109,7 @@ def local_world(
         avd_client.cache_clear()
         host = DevHost(
             app_dir=ROOT,
+            app_spec=app_spec,
             store=store or str(state_dir / "devhost.sqlite"),
             clock=clock,
             settings=settings,

@@ -7,7 +7,8 @@ the owner (``GET /_clock/wait``). On the owner, :class:`ClockService` answers th
 remote participant becomes a participant of the owner's clock, so a
 :class:`~devhost.clock.VirtualClock` never jumps while the other process is busy or has work due.
 
-Routes (JSON): ``GET /_clock`` -> ``{now, virtual, participants}``;
+Routes (JSON): ``GET /_clock`` -> ``{now, virtual, participants, awaiting}`` (``awaiting``: the
+remotes time holds still for until they join);
 ``PUT /_clock/participants/{name}`` ``{busy, next_due, seq?}`` -> ``{now}``;
 ``DELETE /_clock/participants/{name}`` -> ``{now}``;
 ``GET /_clock/wait?after=<iso>&timeout=<s>`` -> ``{now}`` once the owner's time is past ``after``
@@ -20,6 +21,14 @@ reported by a background thread (and with every heartbeat). Because the report r
 participant's ``next_due`` on the thread that enters or leaves, ``next_due`` must not need a
 non-reentrant lock that thread may hold at that moment. ``now()`` asks the owner each time
 (one loopback request) when the owner's time is virtual, and is the wall clock otherwise.
+
+The owner may restart (SIGTERM, ``kill -9``): a :class:`RemoteClock` never fails its caller for
+that. While the owner is unreachable, ``now()`` answers the last instant it saw (the owner's
+time cannot move while it is down), reports are kept, and a background thread reconnects with
+back-off, then reports every participant again. A durable owner (:class:`~devhost.clock.ClockFile`)
+remembers which remotes shared its time and holds its clock until they are back (or their lease
+ran out), so nothing either side had due is jumped over. ``url`` may be the owner's base URL or
+its ``/_clock`` URL.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import logging
 import ssl
 import threading
 import time
@@ -41,6 +51,15 @@ from devhost.history import iso, parse_iso
 
 MAX_WAIT = 30.0
 _PREFIX = "/_clock"
+log = logging.getLogger("devhost.remote_clock")
+
+
+class OwnerUnreachableError(ConnectionError):
+    """The clock owner did not answer (down, restarting, or not started yet)."""
+
+
+class OwnerRefusedError(ConnectionError):
+    """The clock owner answered with an error status."""
 
 
 class ClockRequestError(ValueError):
@@ -95,6 +114,7 @@ class ClockService:
             "now": iso(self.clock.now()),
             "virtual": self.clock.virtual,
             "participants": remotes,
+            "awaiting": self.clock.expected(),
         }
 
     def put_participant(self, name: str, body: Any) -> dict[str, Any]:
@@ -118,6 +138,7 @@ class ClockService:
             raise ClockRequestError(400, f"seq: must be an integer, got {seq!r}")
         with self._lock:
             remote = self._remotes.get(name)
+            joined = remote is None
             if remote is None:
                 remote = _Remote(self, name)
                 self._remotes[name] = remote
@@ -136,6 +157,11 @@ class ClockService:
             while remote.busy > busy:
                 remote.busy -= 1
                 remote.participant.leave()
+        if joined:
+            # Its busy count and due time are in place: stop holding time for it (a restarted
+            # durable owner awaits the remotes it had), and remember it for the next restart.
+            self.clock.arrived(name)
+            self._remember()
         return {"now": iso(self.clock.now())}
 
     def delete_participant(self, name: str) -> dict[str, Any]:
@@ -145,6 +171,7 @@ class ClockService:
         if remote is None:
             raise ClockRequestError(404, f"no remote participant named {name!r}")
         self._drop(remote)
+        self._remember()
         return {"now": iso(self.clock.now())}
 
     def wait(self, after: str | None, timeout: str | float | None) -> dict[str, Any]:
@@ -217,7 +244,16 @@ class ClockService:
                 del self._remotes[remote.name]
         for remote in stale:
             self._drop(remote)
+        if stale:
+            self._remember()
         return [r.name for r in stale]
+
+    def _remember(self) -> None:
+        """Keep the names of the remotes sharing this clock in its durable state (if any).
+        Not on :meth:`close`: remotes of an owner that stops are awaited when it restarts."""
+        with self._lock:
+            names = list(self._remotes)
+        self.clock.remember_remotes(names)
 
     def _drop(self, remote: _Remote) -> None:
         while remote.busy > 0:
@@ -287,16 +323,29 @@ class RemoteParticipant(Participant):
 
 
 class RemoteClock(BaseClock):
-    """The owner's clock, seen from another process (``url`` is the owner's base URL)."""
+    """The owner's clock, seen from another process.
 
-    def __init__(self, url: str, *, timeout: float = 10.0, heartbeat: float = 5.0) -> None:
+    ``url`` is the owner's base URL (``http://127.0.0.1:7071``) or its ``/_clock`` URL.
+    The constructor waits for the owner (back-off, a log line now and then) for at most
+    ``connect_timeout`` real seconds (None: until it answers), since it must learn whether the
+    owner's time is virtual.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        heartbeat: float = 5.0,
+        connect_timeout: float | None = None,
+        max_backoff: float = 1.0,
+    ) -> None:
         super().__init__()
+        url = normalise_clock_url(url)
         parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"RemoteClock url must be http(s)://host:port, got {url!r}")
-        self.url = url.rstrip("/")
+        self.url = url
         self._scheme = parts.scheme
-        self._host = parts.hostname
+        self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port
         self._base = parts.path.rstrip("/")
         self._timeout = timeout
@@ -305,13 +354,40 @@ class RemoteClock(BaseClock):
         self._seq = itertools.count(int(time.time() * 1000))
         self._dirty = threading.Event()
         self._stop = threading.Event()
+        self._online = threading.Event()
         self._heartbeat = heartbeat
+        self._max_backoff = max_backoff
         self._last_now = utc_now()
-        info = self._call("GET", _PREFIX)
+        self.reconnects = 0
+        info = self._first_contact(connect_timeout)
         self.virtual = bool(info.get("virtual"))
         self._last_now = parse_iso(str(info["now"]), "now")
+        self._online.set()
         self._pusher = threading.Thread(target=self._push_loop, name="remote-clock", daemon=True)
         self._pusher.start()
+
+    def _first_contact(self, connect_timeout: float | None) -> dict[str, Any]:
+        deadline = None if connect_timeout is None else time.monotonic() + connect_timeout
+        delay = 0.05
+        next_log = time.monotonic()
+        while True:
+            try:
+                return self._call("GET", _PREFIX)
+            except OwnerUnreachableError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
+                if time.monotonic() >= next_log:
+                    log.info("waiting for the clock owner at %s", self.url)
+                    next_log = time.monotonic() + 10.0
+                time.sleep(
+                    delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
+                )
+                delay = min(delay * 2, self._max_backoff)
+
+    @property
+    def online(self) -> bool:
+        """Whether the owner answered the last call."""
+        return self._online.is_set()
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _connection(self, timeout: float) -> http.client.HTTPConnection:
@@ -346,6 +422,9 @@ class RemoteClock(BaseClock):
                 self._local.conn = None
                 last = exc
                 continue
+            if response.status >= 500:
+                last = OwnerUnreachableError(f"{response.status} {response.reason}")
+                continue
             try:
                 payload: dict[str, Any] = json.loads(raw.decode("utf-8") or "{}")
             except ValueError:
@@ -356,23 +435,40 @@ class RemoteClock(BaseClock):
                     if payload
                     else raw[:200].decode("utf-8", "replace")
                 )
-                raise ConnectionError(
+                raise OwnerRefusedError(
                     f"clock owner {self.url} answered {response.status} to {method} {path}: "
                     f"{message}"
                 )
             return payload
-        raise ConnectionError(f"clock owner {self.url} is unreachable: {last}") from last
+        raise OwnerUnreachableError(f"clock owner {self.url} is unreachable: {last}") from last
 
     # -- the Clock protocol ---------------------------------------------------------------------
     def now(self) -> datetime:
         if not self.virtual:
             return utc_now()
-        info = self._call("GET", _PREFIX)
-        value = parse_iso(str(info["now"]), "now")
+        if self._online.is_set():
+            try:
+                info = self._call("GET", _PREFIX)
+            except OwnerUnreachableError:
+                self._lost()
+            else:
+                self._seen(parse_iso(str(info["now"]), "now"))
+        with self._cond:
+            return self._last_now
+
+    def _seen(self, value: datetime) -> None:
+        """The owner's time as it answered; ours never goes backwards."""
         with self._cond:
             if value > self._last_now:
                 self._last_now = value
-            return self._last_now
+                self._cond.notify_all()
+
+    def _lost(self) -> None:
+        """The owner stopped answering: the pusher reconnects, then reports everyone again."""
+        if self._online.is_set():
+            self._online.clear()
+            log.warning("clock owner %s unreachable; reconnecting", self.url)
+        self._dirty.set()
 
     def participant(self, name: str, next_due: NextDue) -> Participant:
         p = RemoteParticipant(self, name, next_due)
@@ -396,9 +492,19 @@ class RemoteClock(BaseClock):
         super().notify()
 
     def push(self, participant: Participant) -> None:
-        """Report one participant's state now (busy transitions)."""
-        with self._push_lock:
-            self._push_locked(participant)
+        """Report one participant's state now (busy transitions). Never fails the caller: with
+        the owner away, the report waits for the reconnection (the owner's time stands still)."""
+        if not self._online.is_set():
+            self._dirty.set()
+            return
+        try:
+            with self._push_lock:
+                self._push_locked(participant)
+        except OwnerUnreachableError:
+            self._lost()
+        except OwnerRefusedError as exc:
+            log.error("clock owner refused a report of %s: %s", participant.name, exc)
+            self._dirty.set()
 
     def push_later(self) -> None:
         self._dirty.set()
@@ -414,15 +520,15 @@ class RemoteClock(BaseClock):
             "PUT", f"{_PREFIX}/participants/{quote(participant.name, safe='')}", body
         )
         if "now" in answer and self.virtual:
-            value = parse_iso(str(answer["now"]), "now")
-            with self._cond:
-                if value > self._last_now:
-                    self._last_now = value
-                    self._cond.notify_all()
+            self._seen(parse_iso(str(answer["now"]), "now"))
 
     def _push_loop(self) -> None:
         last = time.monotonic()
         while not self._stop.is_set():
+            if not self._online.is_set():
+                self._reconnect()
+                last = time.monotonic()
+                continue
             fired = self._dirty.wait(self._heartbeat)
             if self._stop.is_set():
                 return
@@ -430,11 +536,34 @@ class RemoteClock(BaseClock):
             if not fired and time.monotonic() - last < self._heartbeat:
                 continue
             last = time.monotonic()
-            for participant in self.participants():
-                try:
-                    self.push(participant)
-                except (ConnectionError, ValueError):
-                    continue  # the owner may be restarting; the next heartbeat retries
+            self._push_all()
+
+    def _push_all(self) -> None:
+        for participant in self.participants():
+            self.push(participant)
+
+    def _reconnect(self) -> None:
+        """Back off until the owner answers, then report every participant again."""
+        delay = 0.05
+        while not self._stop.is_set():
+            try:
+                info = self._call("GET", _PREFIX)
+            except OwnerUnreachableError:
+                self._stop.wait(delay)
+                delay = min(delay * 2, self._max_backoff)
+                continue
+            except OwnerRefusedError as exc:
+                log.error("clock owner %s: %s", self.url, exc)
+                self._stop.wait(self._max_backoff)
+                continue
+            self._seen(parse_iso(str(info["now"]), "now"))
+            self._online.set()
+            self.reconnects += 1
+            log.info("clock owner %s is back at %s", self.url, info.get("now"))
+            self._dirty.clear()
+            self._push_all()
+            self.wake_local()
+            return
 
     def wait_until(
         self,
@@ -455,8 +584,8 @@ class RemoteClock(BaseClock):
                 if left <= 0:
                     return
                 poll = min(poll, left)
-            if not self.virtual:
-                if due is not None:
+            if not self.virtual or not self._online.is_set():
+                if due is not None and not self.virtual:
                     poll = min(poll, max((due - current).total_seconds(), 0.0))
                 with self._cond:
                     self._cond.wait(poll)
@@ -467,7 +596,9 @@ class RemoteClock(BaseClock):
                     f"{_PREFIX}/wait?after={quote(iso(current))}&timeout={poll:.3f}",
                     timeout=poll + self._timeout,
                 )
-            except ConnectionError:
+            except OwnerUnreachableError:
+                self._lost()
+            except OwnerRefusedError:
                 with self._cond:
                     self._cond.wait(poll)
 
@@ -477,6 +608,20 @@ class RemoteClock(BaseClock):
         for participant in self.participants():
             self.remove_participant(participant)
         super().close()
+
+
+def normalise_clock_url(url: str) -> str:
+    """The owner's base URL from its base URL or its ``/_clock`` URL (``ValueError`` otherwise)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"a clock URL must be http(s)://host:port[/_clock], got {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"a clock URL takes no query or fragment, got {url!r}")
+    path = parts.path.rstrip("/")
+    if path.lower().endswith(_PREFIX):
+        path = path[: -len(_PREFIX)]
+    netloc = parts.netloc
+    return f"{parts.scheme}://{netloc}{path}"
 
 
 def parse_query(query_string: str) -> dict[str, str]:

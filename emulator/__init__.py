@@ -37,6 +37,8 @@ MODULES = [
     "emulator.gallery",
     "emulator.avd",
     "emulator.users",
+    "emulator.connections",
+    "emulator.autoscale",
     "emulator.eventgrid_topic",
 ]
 

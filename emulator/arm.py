@@ -253,3 +253,43 @@ def as_str(value: Any, path: str) -> str | None:
     if not isinstance(value, str):
         raise _invalid(path, "a string", value)
     return value
+
+
+def merge_patch(
+    target: dict[str, Any],
+    patch: Mapping[str, Any],
+    *,
+    read_only: frozenset[str] = frozenset(),
+    path: str = "",
+) -> dict[str, Any]:
+    """ARM's PATCH of ``properties``: a JSON merge patch (RFC 7386) applied in place.
+
+    Objects merge key by key, anything else (lists included) replaces the old value, ``null``
+    removes the key. Dotted paths in ``read_only`` (relative to the patched object, e.g.
+    ``"provisioningState"`` or ``"storageProfile.osDisk.managedDisk.id"``) are ignored, as
+    Azure ignores read-only properties in a request. Returns ``target``.
+    """
+    for key, value in patch.items():
+        sub = f"{path}.{key}" if path else key
+        if sub in read_only:
+            continue
+        old = target.get(key)
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(old, dict):
+            merge_patch(old, value, read_only=read_only, path=sub)
+        elif isinstance(value, Mapping):
+            target[key] = merge_patch({}, value, read_only=read_only, path=sub)
+        else:
+            target[key] = value
+    return target
+
+
+def property_change_not_allowed(path: str) -> ArmError:
+    """Compute's refusal of a change to a property fixed at creation."""
+    return ArmError(
+        409,
+        "PropertyChangeNotAllowed",
+        f"Changing property '{path}' is not allowed.",
+        target=path,
+    )

@@ -47,6 +47,7 @@ from emulator.arm import (
     Response,
     bad_request,
     check_name,
+    merge_patch,
     resource_not_found,
 )
 from emulator.core import Emulator
@@ -88,6 +89,8 @@ MAX_SESSION_LIMIT = 999999
 AGENT_KEY = "HKLM\\SOFTWARE\\Microsoft\\RDInfraAgent"
 
 HOST_POOL_TYPES = {"personal": "Personal", "pooled": "Pooled", "byodesktop": "BYODesktop"}
+UDP_SETTINGS = {"default": "Default", "enabled": "Enabled", "disabled": "Disabled"}
+MANAGEMENT_TYPES = {"automated": "Automated", "standard": "Standard"}
 LOAD_BALANCERS = {
     "breadthfirst": "BreadthFirst",
     "depthfirst": "DepthFirst",
@@ -556,6 +559,10 @@ def _register_due(emu: Emulator, vm_id: str, token: str) -> None:
     pool = emu.store.get(info.host_pool_id)
     if pool is None:
         _reject(emu, vm_id, reg, "HostPoolNotFound: the token's host pool no longer exists")
+        return
+    if emu.faults.flag("host_never_registers", vm=str(vm["name"]), host_pool=str(pool["name"])):
+        reg.state = "lost"  # the agent never reaches the service: no host, no error in ARM
+        avd_state(emu).record(emu, "registrationLost", vm=vm_id)
         return
     try:
         host = register_vm(emu, str(pool["id"]), vm_id)
@@ -1045,7 +1052,22 @@ def register(emu: Emulator) -> None:
         if props.get("agentUpdate") is not None:
             if not isinstance(props["agentUpdate"], dict):
                 raise bad_request("agentUpdate must be an object.", target=target + "agentUpdate")
-            out["agentUpdate"] = props["agentUpdate"]
+            # PUT replaces it; PATCH merges it (ARM merge patch)
+            base = {} if creating else copy.deepcopy(out.get("agentUpdate") or {})
+            out["agentUpdate"] = merge_patch(base, props["agentUpdate"])
+        # Newer (preview) api-versions' transport and management fields, kept as sent.
+        for key in ("managedPrivateUDP", "directUDP", "publicUDP", "relayUDP"):
+            if props.get(key) is not None:
+                out[key] = _pick(props[key], UDP_SETTINGS, target + key)
+        if props.get("managementType") is not None:
+            kind = _pick(props["managementType"], MANAGEMENT_TYPES, target + "managementType")
+            if not creating and out.get("managementType", "Standard") != kind:
+                raise bad_request(
+                    "The management type of a host pool cannot be changed.",
+                    code="PropertyChangeNotAllowed",
+                    target=target + "managementType",
+                )
+            out["managementType"] = kind
         hpt = out.get("hostPoolType")
         lb = out.get("loadBalancerType")
         if hpt == "Personal" and lb != "Persistent":

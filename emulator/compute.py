@@ -42,12 +42,14 @@ from emulator.arm import (
     as_str,
     bad_request,
     check_name,
+    merge_patch,
     operation_not_allowed,
+    property_change_not_allowed,
     resource_not_found,
 )
 from emulator.core import Emulator
 from emulator.events import iso
-from emulator.gallery import latest_version, replicated_to
+from emulator.gallery import latest_version, replicated_to, shared_gallery_named
 from emulator.guest import (
     GuestState,
     ScriptContext,
@@ -69,12 +71,14 @@ VM = VMS + "/{vm}"
 DISKS = RG + "/providers/Microsoft.Compute/disks"
 SNAPSHOTS = RG + "/providers/Microsoft.Compute/snapshots"
 NICS = RG + "/providers/Microsoft.Network/networkInterfaces"
+IMAGES = RG + "/providers/Microsoft.Compute/images"
 
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 RC_TYPE = "Microsoft.Compute/virtualMachines/runCommands"
 DISK_TYPE = "Microsoft.Compute/disks"
 SNAP_TYPE = "Microsoft.Compute/snapshots"
 NIC_TYPE = "Microsoft.Network/networkInterfaces"
+MANAGED_IMAGE_TYPE = "Microsoft.Compute/images"
 GALLERY_IMAGE_TYPE = "Microsoft.Compute/galleries/images"
 GALLERY_VERSION_TYPE = "Microsoft.Compute/galleries/images/versions"
 
@@ -86,6 +90,72 @@ DISK_NAME_RULE = (
     "The name can be up to 80 characters long. It must begin with a word character, and it must "
     "end with a word character or with '_'. The name may contain word characters or '.', '-', "
     "'_'."
+)
+# What ``vmSizes`` lists (a VM can be resized to these; a small, realistic subset).
+VM_SIZES: tuple[dict[str, Any], ...] = tuple(
+    {
+        "name": name,
+        "numberOfCores": cores,
+        "osDiskSizeInMB": 1047552,
+        "resourceDiskSizeInMB": 0,
+        "memoryInMB": mem,
+        "maxDataDiskCount": disks,
+    }
+    for name, cores, mem, disks in (
+        ("Standard_D2s_v5", 2, 8192, 4),
+        ("Standard_D4s_v5", 4, 16384, 8),
+        ("Standard_D8s_v5", 8, 32768, 16),
+        ("Standard_D16s_v5", 16, 65536, 32),
+        ("Standard_D4ads_v5", 4, 16384, 8),
+        ("Standard_E4s_v5", 4, 32768, 8),
+        ("Standard_NV6ads_A10_v5", 6, 56320, 4),
+    )
+)
+# The built-in run commands the emulator's guest can run (the action's commandId values).
+BUILTIN_COMMANDS: tuple[dict[str, Any], ...] = (
+    {
+        "$schema": "http://schema.management.azure.com/schemas/2016-11-17/runcommands.json",
+        "id": "RunPowerShellScript",
+        "osType": "Windows",
+        "label": "Executes a PowerShell script",
+        "description": "Custom multiline PowerShell script should be defined in script property. "
+        "Optional parameters can be set in parameters property.",
+        "script": ["param(", "    [string]$arg1,", "    [string]$arg2", ")", "$arg1", "$arg2"],
+        "parameters": [
+            {"name": "arg1", "type": "string", "required": False},
+            {"name": "arg2", "type": "string", "required": False},
+        ],
+    },
+    {
+        "$schema": "http://schema.management.azure.com/schemas/2016-11-17/runcommands.json",
+        "id": "RunShellScript",
+        "osType": "Linux",
+        "label": "Executes a Linux shell script",
+        "description": "Custom multiline shell script should be defined in script property. "
+        "Optional parameters can be set in parameters property.",
+        "script": ["set -e", "$arg1", "$arg2"],
+        "parameters": [
+            {"name": "arg1", "type": "string", "required": False},
+            {"name": "arg2", "type": "string", "required": False},
+        ],
+    },
+)
+# VM properties Azure stores and returns as sent, which the emulator accepts without modelling.
+VM_ECHOED = (
+    "additionalCapabilities",
+    "userData",
+    "priority",
+    "evictionPolicy",
+    "billingProfile",
+    "scheduledEventsProfile",
+    "capacityReservation",
+    "applicationProfile",
+    "availabilitySet",
+    "proximityPlacementGroup",
+    "host",
+    "hostGroup",
+    "platformFaultDomain",
+    "extensionsTimeBudget",
 )
 MAX_RUN_COMMAND_SECONDS = 5400  # the action runCommand's 90-minute limit
 NOT_RUNNING = "The operation requires the VM to be running (or set to run)."
@@ -178,10 +248,49 @@ class _Source:
     provisioning_fails: str | None = None
 
 
+def _shared_gallery_source(emu: Emulator, ref: str, field_name: str, location: str) -> _Source:
+    """``sharedGalleryImageId`` (``/SharedGalleries/{uniqueName}/Images/{image}[/Versions/{v}]``,
+    a gallery shared with the caller's subscription or tenant) or ``communityGalleryImageId``
+    (``/CommunityGalleries/{publicName}/...``, a gallery shared with the community)."""
+    parts = [p for p in ref.split("/") if p]
+    low = [p.lower() for p in parts]
+    community = field_name == "communityGalleryImageId"
+    kind = "communitygalleries" if community else "sharedgalleries"
+    ok = len(parts) in (4, 6) and low[0] == kind and low[2] == "images"
+    if ok and len(parts) == 6:
+        ok = low[4] == "versions"
+    if not ok:
+        raise bad_request(
+            f"The value '{ref}' of imageReference.{field_name} is not a valid "
+            f"{'community' if community else 'shared'} gallery image id.",
+            target=f"imageReference.{field_name}",
+        )
+    current = emu.current_request()
+    caller_sub = (current.subscription if current else None) or ""
+    gallery = shared_gallery_named(emu, caller_sub, parts[1], community)
+    target = f"{gallery['id']}/images/{parts[3]}" if gallery else ""
+    if gallery is not None and len(parts) == 6:
+        target += f"/versions/{parts[5]}"
+    if gallery is None or not emu.store.exists(target):
+        raise ArmError(
+            404,
+            "GalleryImageNotFound",
+            f"The gallery image {ref} is not available in {norm_region(location)} region or "
+            "not shared with the subscription. Please contact image owner to share and "
+            "replicate to this region, or change your requested region.",
+        )
+    src = _resolve_gallery(emu, target, location)
+    exact = (src.image_reference or {}).get("exactVersion", "")
+    src.image_reference = {field_name: ref, "exactVersion": exact}
+    return src
+
+
 def _resolve_gallery(emu: Emulator, ref_id: str, location: str) -> _Source:
     rid = _norm_id(ref_id)
     doc = emu.store.get(rid)
     rtype = str((doc or {}).get("type", "")).lower()
+    if doc is not None and rtype == MANAGED_IMAGE_TYPE.lower():
+        return _resolve_managed_image(emu, doc)
     version_doc: dict[str, Any] | None = None
     definition: dict[str, Any] | None = None
     if doc is not None and rtype == GALLERY_IMAGE_TYPE.lower():
@@ -286,12 +395,10 @@ def _resolve_source(emu: Emulator, props: dict[str, Any], location: str) -> _Sou
         )
     if image_ref.get("id"):
         return _resolve_gallery(emu, str(image_ref["id"]), location)
-    if image_ref.get("sharedGalleryImageId") or image_ref.get("communityGalleryImageId"):
-        raise bad_request(
-            "Shared and community gallery image references are not supported by the emulator; "
-            "use the image version's resource id.",
-            target="imageReference",
-        )
+    for shared_field in ("sharedGalleryImageId", "communityGalleryImageId"):
+        if image_ref.get(shared_field):
+            ref = as_str(image_ref.get(shared_field), f"imageReference.{shared_field}") or ""
+            return _shared_gallery_source(emu, ref, shared_field, location)
     pub, offer = str(image_ref.get("publisher", "")), str(image_ref.get("offer", ""))
     sku, version = str(image_ref.get("sku", "")), str(image_ref.get("version", "latest"))
     iv = find_image(emu, location, pub, offer, sku, version)
@@ -337,6 +444,8 @@ class _Plan:
         self.new_nics: list[dict[str, Any]] = []
         self.attach_nics: list[str] = []
         self.source: _Source | None = None
+        self.data_disks: list[dict[str, Any]] = []  # new managed disks (Empty)
+        self.attach_data: list[str] = []  # existing disks attached as data disks
 
 
 def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
@@ -504,7 +613,7 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
         "storageProfile": {
             **({"imageReference": source.image_reference} if source.image_reference else {}),
             "osDisk": os_disk_out,
-            "dataDisks": [],
+            "dataDisks": _plan_data_disks(emu, plan, vm_id, name, location, storage),
             "diskControllerType": "SCSI",
         },
         "securityProfile": security,
@@ -530,6 +639,9 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
         vm_props["osProfile"] = os_profile
     if props.get("licenseType"):
         vm_props["licenseType"] = props["licenseType"]
+    for key in VM_ECHOED:  # accepted and returned as sent (not modelled further)
+        if props.get(key) is not None:
+            vm_props[key] = props[key]
     plan.vm = {
         "name": name,
         "id": vm_id,
@@ -570,9 +682,114 @@ def _plan_vm(emu: Emulator, vm_id: str, body: dict[str, Any]) -> _Plan:
     return plan
 
 
+def _plan_data_disks(
+    emu: Emulator,
+    plan: _Plan,
+    vm_id: str,
+    vm_name: str,
+    location: str,
+    storage: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """``storageProfile.dataDisks`` at creation: ``Empty`` (a new managed disk) or ``Attach``
+    (an unattached managed disk). The guest does not see them (nothing in an image pipeline
+    reads a data disk)."""
+    path = "storageProfile.dataDisks"
+    out: list[dict[str, Any]] = []
+    luns: set[int] = set()
+    rid = parse_resource_id(vm_id)
+    for raw in as_list(storage.get("dataDisks"), path):
+        item = as_object(raw, path)
+        lun = as_int(item.get("lun"), f"{path}.lun")
+        if lun is None or lun < 0 or lun > 63:
+            raise bad_request("Each data disk needs a lun between 0 and 63.", target=f"{path}.lun")
+        if lun in luns:
+            raise bad_request(
+                f"The lun {lun} is used by more than one data disk.", target=f"{path}.lun"
+            )
+        luns.add(lun)
+        option = str(item.get("createOption") or "").lower()
+        managed = as_object(item.get("managedDisk"), f"{path}.managedDisk")
+        sku = str(managed.get("storageAccountType") or "Premium_LRS")
+        if option == "empty":
+            size = as_int(item.get("diskSizeGB"), f"{path}.diskSizeGB")
+            if not size:
+                raise bad_request(
+                    "Required parameter 'dataDisk.diskSizeGB' is missing (null).",
+                    target=f"{path}.diskSizeGB",
+                )
+            disk_name = str(
+                item.get("name") or f"{vm_name}_disk{lun + 2}_{emu.new_id().replace('-', '')}"
+            )
+            check_name(disk_name, kind=DISK_TYPE, max_length=80, rule=DISK_NAME_RULE)
+            disk_id = _id(rid.subscription or "", rid.resource_group or "", DISK_TYPE, disk_name)
+            if emu.store.exists(disk_id):
+                raise ArmError(
+                    409,
+                    "ConflictingUserInput",
+                    f"A disk with name {disk_name} already exists in Resource Group "
+                    f"{(rid.resource_group or '').upper()}.",
+                )
+            disk = _disk_doc(
+                emu,
+                disk_id,
+                location,
+                {},
+                creation={"createOption": "Empty"},
+                os_type=None,
+                hyper_v=None,
+                size_gb=size,
+                sku=sku,
+            )
+            disk["managedBy"] = vm_id
+            disk["properties"]["diskState"] = "Attached"
+            disk["properties"]["provisioningState"] = "Succeeded"
+            plan.data_disks.append(disk)
+        elif option == "attach":
+            disk_id = _norm_id(as_str(managed.get("id"), f"{path}.managedDisk.id") or "")
+            attached = emu.store.get(disk_id)
+            if attached is None or str(attached.get("type", "")).lower() != DISK_TYPE.lower():
+                raise resource_not_found(disk_id)
+            if attached.get("managedBy"):
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"Disk {attached['name']} is already attached to VM {attached['managedBy']}.",
+                )
+            disk_id, disk_name = str(attached["id"]), str(attached["name"])
+            size = int(attached["properties"].get("diskSizeGB") or 0)
+            sku = str((attached.get("sku") or {}).get("name") or sku)
+            plan.attach_data.append(disk_id)
+        else:
+            raise bad_request(
+                f"The value '{item.get('createOption')}' of parameter 'dataDisk.createOption' is "
+                "not supported by the emulator (supported: Empty, Attach).",
+                target=f"{path}.createOption",
+            )
+        out.append(
+            {
+                "lun": lun,
+                "name": disk_name,
+                "createOption": "Empty" if option == "empty" else "Attach",
+                "caching": item.get("caching", "None"),
+                "managedDisk": {"storageAccountType": sku, "id": disk_id},
+                "diskSizeGB": size,
+                "toBeDetached": False,
+                "deleteOption": item.get("deleteOption", "Detach"),
+            }
+        )
+    return out
+
+
 def _apply_plan(emu: Emulator, vm_id: str, plan: _Plan) -> dict[str, Any]:
     source = plan.source
     assert source is not None
+    for data in plan.data_disks:
+        emu.store.put(str(data["id"]), data)
+    for disk_id in plan.attach_data:
+        attached = emu.store.get(disk_id)
+        if attached is not None:
+            attached["managedBy"] = vm_id
+            attached["properties"]["diskState"] = "Attached"
     if plan.disk is not None:
         emu.store.put(plan.disk_id, plan.disk)
         set_guest(emu, plan.disk_id, source.guest)
@@ -696,6 +913,11 @@ def _nic_doc(
                     "primary": i == 0,
                     "privateIPAddressVersion": "IPv4",
                     **(
+                        {"privateIPAddressPrefixLength": cprops["privateIPAddressPrefixLength"]}
+                        if "privateIPAddressPrefixLength" in cprops
+                        else {}
+                    ),
+                    **(
                         {"publicIPAddress": cprops["publicIPAddress"]}
                         if "publicIPAddress" in cprops
                         else {}
@@ -808,6 +1030,14 @@ def _instance_view(emu: Emulator, vm: dict[str, Any]) -> dict[str, Any]:
             {"code": "OSState/generalized", "level": "Info", "displayStatus": "VM generalized"}
         )
     statuses.append(_power_status(rt.power))
+    if rt.power == "deallocated" and emu.store.meta(str(vm["id"])).get("hibernated"):
+        statuses.append(
+            {
+                "code": "HibernationState/Hibernated",
+                "level": "Info",
+                "displayStatus": "VM hibernated",
+            }
+        )
     agent_ready = rt.power == "running" and state == "Succeeded"
     agent_status = (
         {
@@ -896,12 +1126,16 @@ def _start_execution(
     parameters: dict[str, str],
     timeout_seconds: int,
     on_state: Any,
+    *,
+    fail_with: str | None = None,
 ) -> Execution:
+    """Run ``script`` on the VM's guest after the agent's dispatch delay; ``fail_with`` makes
+    the execution fail at dispatch with that message (a script the agent cannot fetch)."""
     # The guest reaches IMDS for this VM's own identities only.
     ctx = ScriptContext(now=emu.now, imds=lambda url, headers: imds(emu, vm_id, url, headers))
     try:
         steps = parse_script(script, parameters)
-        parse_error: ScriptError | None = None
+        parse_error: ScriptError | str | None = fail_with
     except ScriptError as e:
         steps, parse_error = [], e
     ex = Execution(vm_id, steps, timedelta(seconds=timeout_seconds), emu.now(), ctx, on_state)
@@ -1141,10 +1375,134 @@ def start_vm(emu: Emulator, vm_id: str) -> bool:
     return True
 
 
+# -- updates (PUT on an existing VM, PATCH) ---------------------------------------------------
+
+# Read-only VM properties: a request may carry them (e.g. a GET body sent back) and Azure
+# ignores them.
+VM_READ_ONLY = frozenset(
+    {
+        "provisioningState",
+        "vmId",
+        "timeCreated",
+        "instanceView",
+        "storageProfile.osDisk.managedDisk.id",
+        "storageProfile.osDisk.osType",
+        "storageProfile.imageReference.exactVersion",
+        "storageProfile.diskControllerType",
+        "osProfile.adminPassword",
+    }
+)
+# Read-only disk and snapshot properties (ignored in a PUT on an existing one or a PATCH).
+DISK_READ_ONLY = frozenset(
+    {
+        "provisioningState",
+        "timeCreated",
+        "uniqueId",
+        "diskState",
+        "diskSizeBytes",
+        "creationData",
+        "LastOwnershipUpdateTime",
+        "osType",
+        "hyperVGeneration",
+    }
+)
+# Properties fixed at creation (Compute answers 409 PropertyChangeNotAllowed).
+VM_IMMUTABLE = (
+    ("osProfile", "computerName"),
+    ("osProfile", "adminUsername"),
+    ("osProfile", "customData"),
+    ("storageProfile", "osDisk", "name"),
+    ("storageProfile", "osDisk", "createOption"),
+)
+
+
+def _dig(doc: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(doc, dict) or key not in doc:
+            return None
+        doc = doc[key]
+    return doc
+
+
+def _ref_key(ref: Any) -> tuple[str, ...]:
+    """An image reference without the read-only exactVersion, for comparison."""
+    if not isinstance(ref, dict):
+        return ()
+    return tuple(
+        f"{k.lower()}={str(v).lower()}" for k, v in sorted(ref.items()) if k != "exactVersion"
+    )
+
+
+def _check_vm_patch(doc: dict[str, Any], props: dict[str, Any]) -> None:
+    current = doc["properties"]
+    for path in VM_IMMUTABLE:
+        new = _dig(props, path)
+        if new is not None and str(new) != str(_dig(current, path)):
+            raise property_change_not_allowed(".".join(path))
+    new_ref = _dig(props, ("storageProfile", "imageReference"))
+    old_ref = _dig(current, ("storageProfile", "imageReference"))
+    if new_ref is not None and _ref_key(new_ref) != _ref_key(old_ref):
+        raise property_change_not_allowed("imageReference")
+    nics = _dig(props, ("networkProfile", "networkInterfaces"))
+    if isinstance(nics, list):
+        old = {str(r.get("id", "")).lower() for r in current["networkProfile"]["networkInterfaces"]}
+        new_ids = {_norm_id(str(r.get("id", ""))).lower() for r in nics if isinstance(r, dict)}
+        if new_ids != old:
+            raise bad_request(
+                "Adding or removing network interfaces of an existing VM is not modelled by "
+                "the emulator.",
+                target="properties.networkProfile.networkInterfaces",
+            )
+        for r in nics:
+            if isinstance(r, dict) and r.get("id"):
+                r["id"] = next(
+                    str(o["id"])
+                    for o in current["networkProfile"]["networkInterfaces"]
+                    if str(o["id"]).lower() == _norm_id(str(r["id"])).lower()
+                )
+    data_disks = _dig(props, ("storageProfile", "dataDisks"))
+    if isinstance(data_disks, list):
+        old_luns = {int(d.get("lun", -1)) for d in current["storageProfile"].get("dataDisks", [])}
+        new_luns = {d.get("lun") for d in data_disks if isinstance(d, dict)}
+        if new_luns != old_luns:
+            raise bad_request(
+                "Attaching or detaching data disks of an existing VM is not modelled by the "
+                "emulator (data disks are set when the VM is created).",
+                target="properties.storageProfile.dataDisks",
+            )
+        by_lun = {int(d.get("lun", -1)): d for d in current["storageProfile"].get("dataDisks", [])}
+        props["storageProfile"]["dataDisks"] = [
+            merge_patch(
+                json.loads(json.dumps(by_lun[int(d["lun"])])),
+                d,
+                read_only=frozenset({"managedDisk", "name", "createOption", "diskSizeGB"}),
+            )
+            for d in data_disks
+            if isinstance(d, dict)
+        ]
+
+
+def check_if_match(req: Request, doc: dict[str, Any]) -> None:
+    """ARM's optimistic concurrency: ``If-Match`` must name the current etag (or ``*``)."""
+    want = req.headers.get("If-Match")
+    if want and want.strip() != "*" and want.strip() != str(doc.get("etag", "")):
+        raise ArmError(
+            412,
+            "PreconditionFailed",
+            f"The condition specified using HTTP conditional header(s) is not met "
+            f"(If-Match {want}, current etag {doc.get('etag')}).",
+        )
+
+
 # -- registration -----------------------------------------------------------------------------
 
 
 def register(emu: Emulator) -> None:
+    emu.latency.register("vm.redeploy", timedelta(minutes=5))  # stop, move, boot
+    emu.latency.register("vm.reapply", timedelta(seconds=30))
+    emu.latency.register("image.create", timedelta(minutes=2))  # a managed image
+    emu.latency.register("disk.access", timedelta(seconds=10))  # grant/revoke a SAS, update
+
     def vm_or_404(req: Request) -> dict[str, Any]:
         vm_id = VM.format(**_fmt(req))
         doc = emu.store.get(vm_id)
@@ -1159,6 +1517,8 @@ def register(emu: Emulator) -> None:
         out: dict[str, Any] = json.loads(json.dumps(doc))
         # Like Azure, never return customData (it may carry secrets such as AVD tokens).
         (out["properties"].get("osProfile") or {}).pop("customData", None)
+        if "userdata" not in expand.lower():  # returned only with $expand=userData
+            out["properties"].pop("userData", None)
         if "instanceview" in expand.lower():
             out["properties"]["instanceView"] = _instance_view(emu, doc)
         return out
@@ -1218,6 +1578,8 @@ def register(emu: Emulator) -> None:
         )
 
     def _update_vm(req: Request, doc: dict[str, Any], body: dict[str, Any]) -> Response:
+        """PUT on an existing VM and PATCH: tags replaced whole, properties merged (JSON merge
+        patch); read-only properties ignored, properties fixed at creation refused."""
         if doc["properties"].get("provisioningState") in ("Creating", "Deleting"):
             raise ArmError(
                 409,
@@ -1225,12 +1587,20 @@ def register(emu: Emulator) -> None:
                 f"Operation 'update' is not allowed on VM '{doc['name']}' since the VM is "
                 f"{doc['properties']['provisioningState'].lower()}.",
             )
-        if "tags" in body:
-            doc["tags"] = dict(as_object(body.get("tags"), "tags"))
-        props = as_object(body.get("properties"), "properties")
-        hw = as_object(props.get("hardwareProfile"), "hardwareProfile")
-        if hw.get("vmSize"):
-            doc["properties"]["hardwareProfile"]["vmSize"] = hw["vmSize"]
+        check_if_match(req, doc)
+        props = dict(as_object(body.get("properties"), "properties"))
+        _check_vm_patch(doc, props)
+        tags = dict(as_object(body.get("tags"), "tags")) if "tags" in body else None
+        merged = json.loads(json.dumps(doc["properties"]))
+        merge_patch(merged, props, read_only=VM_READ_ONLY)
+        doc["properties"] = merged
+        if tags is not None:
+            doc["tags"] = tags
+        if body.get("identity") is not None:  # as on create: ids filled in, malformed is 400
+            doc["identity"] = vm_identity(emu, body["identity"])
+        for key in ("plan", "zones"):
+            if body.get(key) is not None:
+                doc[key] = body[key]
         doc["etag"] = f'"{int(str(doc.get("etag", "1")).strip(chr(34)) or 1) + 1}"'
         doc["properties"]["provisioningState"] = "Updating"
         vm_id = str(doc["id"])
@@ -1324,10 +1694,20 @@ def register(emu: Emulator) -> None:
 
     @emu.route("POST", VM + "/start", op="Microsoft.Compute/virtualMachines/start/action")
     def start(req: Request) -> Response:
+        emu.store.meta(str(vm_or_404(req)["id"]))["hibernated"] = False
         return power_action(req, "start", "starting", "running", "vm.start")
 
     @emu.route("POST", VM + "/deallocate", op="Microsoft.Compute/virtualMachines/deallocate/action")
     def deallocate(req: Request) -> Response:
+        doc = vm_or_404(req)
+        hibernate = req.query.get("hibernate", "").lower() == "true"
+        caps = doc["properties"].get("additionalCapabilities") or {}
+        if hibernate and not caps.get("hibernationEnabled"):
+            raise operation_not_allowed(
+                f"Hibernation is not enabled on VM '{doc['name']}'. Set "
+                "additionalCapabilities.hibernationEnabled to true first."
+            )
+        emu.store.meta(str(doc["id"]))["hibernated"] = hibernate
         return power_action(req, "deallocate", "deallocating", "deallocated", "vm.deallocate")
 
     @emu.route("POST", VM + "/powerOff", op="Microsoft.Compute/virtualMachines/powerOff/action")
@@ -1337,6 +1717,43 @@ def register(emu: Emulator) -> None:
     @emu.route("POST", VM + "/restart", op="Microsoft.Compute/virtualMachines/restart/action")
     def restart(req: Request) -> Response:
         return power_action(req, "restart", "starting", "running", "vm.restart")
+
+    @emu.route("POST", VM + "/redeploy", op="Microsoft.Compute/virtualMachines/redeploy/action")
+    def redeploy(req: Request) -> Response:
+        """A move to another host: the VM stops, moves and boots (running afterwards)."""
+        doc = vm_or_404(req)
+        _check_not_busy(doc, "redeploy")
+        vm_id = str(doc["id"])
+        rt = vm_runtime(emu, vm_id) or VmRuntime(power="running")
+        _check_startable(doc, rt)
+        _, complete = _begin_power(emu, vm_id, rt, "starting", "running", reboot=True)
+        return emu.begin_lro(
+            vm_id,
+            duration=emu.latency.get("vm.redeploy"),
+            on_complete=complete,
+            op=req.op,
+            status_code=202,
+            publish_event=True,
+        )
+
+    @emu.route("POST", VM + "/reapply", op="Microsoft.Compute/virtualMachines/reapply/action")
+    def reapply(req: Request) -> Response:
+        """Reapplies the VM's state (no power change)."""
+        doc = vm_or_404(req)
+        _check_not_busy(doc, "reapply")
+        return emu.begin_lro(
+            str(doc["id"]),
+            duration=emu.latency.get("vm.reapply"),
+            on_complete=None,
+            op=req.op,
+            status_code=202,
+            publish_event=True,
+        )
+
+    @emu.route("GET", VM + "/vmSizes", op="Microsoft.Compute/virtualMachines/vmSizes/read")
+    def available_sizes(req: Request) -> Response:
+        vm_or_404(req)
+        return Response(200, {"value": [dict(s) for s in VM_SIZES]})
 
     @emu.route("POST", VM + "/generalize", op="Microsoft.Compute/virtualMachines/generalize/action")
     def generalize(req: Request) -> Response:
@@ -1462,6 +1879,29 @@ def register(emu: Emulator) -> None:
         )
         return resp
 
+    # -- run commands: the built-in catalogue (VirtualMachineRunCommands_List / _Get) -------
+    catalogue_route = (
+        "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}/runCommands"
+    )
+
+    @emu.route("GET", catalogue_route, op="Microsoft.Compute/locations/runCommands/read")
+    def list_builtin_commands(req: Request) -> Response:
+        return emu.paged(
+            req, [{k: v for k, v in c.items() if k != "script"} for c in BUILTIN_COMMANDS]
+        )
+
+    @emu.route(
+        "GET", catalogue_route + "/{commandId}", op="Microsoft.Compute/locations/runCommands/read"
+    )
+    def get_builtin_command(req: Request) -> Response:
+        wanted = req.params["commandId"].lower()
+        for c in BUILTIN_COMMANDS:
+            if str(c["id"]).lower() == wanted:
+                return Response(200, dict(c))
+        raise ArmError(
+            404, "NotFound", f"The run command '{req.params['commandId']}' was not found."
+        )
+
     # -- run commands: managed (child resources) ---------------------------------------------
     rc_route = VM + "/runCommands/{name}"
 
@@ -1476,22 +1916,66 @@ def register(emu: Emulator) -> None:
     @emu.route("PUT", rc_route, op="Microsoft.Compute/virtualMachines/runCommands/write")
     def put_rc(req: Request) -> Response:
         vm = vm_or_404(req)
-        _check_not_busy(vm, "runCommands/write")
-        vm_id = str(vm["id"])
-        rc_id = f"{vm_id}/runCommands/{req.params['name']}"
+        rc_id = f"{vm['id']}/runCommands/{req.params['name']}"
         body = req.json_object()
         props = body.get("properties")
         if not isinstance(props, dict):
             raise bad_request(
                 "Required parameter 'properties' is missing (null).", target="properties"
             )
+        tags = dict(as_object(body.get("tags"), "tags"))
+        existed = emu.store.get(rc_id) is not None
+        return apply_rc(req, vm, rc_id, props, body.get("location"), tags, existed)
+
+    @emu.route("PATCH", rc_route, op="Microsoft.Compute/virtualMachines/runCommands/write")
+    def patch_rc(req: Request) -> Response:
+        """An update re-runs the command with the merged properties (as Azure does)."""
+        vm = vm_or_404(req)
+        rc_id = f"{vm['id']}/runCommands/{req.params['name']}"
+        doc = emu.store.get(rc_id)
+        if doc is None:
+            raise resource_not_found(rc_id)
+        body = req.json_object()
+        props = json.loads(json.dumps(doc["properties"]))
+        merge_patch(
+            props,
+            as_object(body.get("properties"), "properties"),
+            read_only=frozenset({"provisioningState", "instanceView"}),
+        )
+        tags = dict(as_object(body.get("tags"), "tags")) if "tags" in body else doc["tags"]
+        return apply_rc(req, vm, rc_id, props, doc.get("location"), tags, True)
+
+    def apply_rc(
+        req: Request,
+        vm: dict[str, Any],
+        rc_id: str,
+        props: dict[str, Any],
+        location: Any,
+        tags: dict[str, Any],
+        existed: bool,
+    ) -> Response:
+        _check_not_busy(vm, "runCommands/write")
+        vm_id = str(vm["id"])
         src = props.get("source") or {}
-        if not isinstance(src, dict) or not isinstance(src.get("script"), str):
+        kinds = [
+            k for k in ("script", "scriptUri", "commandId") if isinstance(src, dict) and src.get(k)
+        ]
+        if len(kinds) != 1 or not isinstance(src.get(kinds[0]), str):
             raise bad_request(
-                "The emulator runs inline scripts only: set properties.source.script "
-                "(scriptUri and commandId are not supported).",
-                target="properties.source.script",
+                "properties.source needs exactly one of script, scriptUri or commandId.",
+                target="properties.source",
             )
+        # The emulator has no blob storage and no built-in command library: a scriptUri or a
+        # commandId is accepted and its execution fails the way an unreachable script does.
+        fail_with = None
+        if kinds[0] == "scriptUri":
+            fail_with = (
+                f"Failed to download the script from '{src['scriptUri']}': the emulator has no "
+                "blob storage (use source.script)."
+            )
+        elif kinds[0] == "commandId":
+            fail_with = f"The command id '{src['commandId']}' is not available in the emulator."
+        script = str(src.get("script") or "")
         timeout = (
             as_int(props.get("timeoutInSeconds"), "properties.timeoutInSeconds")
             or MAX_RUN_COMMAND_SECONDS
@@ -1503,10 +1987,9 @@ def register(emu: Emulator) -> None:
         rt = vm_runtime(emu, vm_id) or VmRuntime()
         if rt.power != "running":
             raise operation_not_allowed(
-                f"Cannot run command '{req.params['name']}' on VM '{vm['name']}' because it is "
-                f"{rt.power}. {NOT_RUNNING}"
+                f"Cannot run command '{parse_resource_id(rc_id).name}' on VM '{vm['name']}' "
+                f"because it is {rt.power}. {NOT_RUNNING}"
             )
-        existed = emu.store.get(rc_id) is not None
         public_props = {
             k: v
             for k, v in props.items()
@@ -1518,11 +2001,11 @@ def register(emu: Emulator) -> None:
         public_props.setdefault("parameters", [])
         public_props["provisioningState"] = "Creating" if not existed else "Updating"
         doc = {
-            "name": req.params["name"],
+            "name": parse_resource_id(rc_id).name,
             "id": rc_id,
             "type": RC_TYPE,
-            "location": body.get("location") or vm["location"],
-            "tags": dict(as_object(body.get("tags"), "tags")),
+            "location": location or vm["location"],
+            "tags": dict(tags),
             "properties": public_props,
         }
         emu.store.put(rc_id, doc)
@@ -1593,7 +2076,7 @@ def register(emu: Emulator) -> None:
                 d["properties"]["provisioningState"] = "Succeeded"
                 handle.succeed(None)
 
-        ex = _start_execution(emu, vm_id, str(src["script"]), params, timeout, on_state)
+        ex = _start_execution(emu, vm_id, script, params, timeout, on_state, fail_with=fail_with)
         meta["execution"] = ex
         return resp
 
@@ -1669,9 +2152,7 @@ def register(emu: Emulator) -> None:
         existing = emu.store.get(rid)
         tags = dict(as_object(body.get("tags"), "tags"))
         if existing is not None:
-            if "tags" in body:
-                existing["tags"] = tags
-            return Response(200, existing)
+            return update_disk_like(req, existing, body)
         location = body.get("location")
         if not isinstance(location, str) or not location:
             raise ArmError(
@@ -1703,6 +2184,16 @@ def register(emu: Emulator) -> None:
             creation["sourceResourceId"] = str(src["id"])
             creation["sourceUniqueId"] = sprops.get("uniqueId")
             latency = "snapshot.create" if snapshot else "disk.copy"
+        elif option == "import":
+            # A VHD blob: storage is not modelled, so the content is a blank guest of the
+            # declared OS type (nothing the factory builds from).
+            uri = as_str(creation.get("sourceUri"), "creationData.sourceUri")
+            if not uri:
+                raise bad_request(
+                    "Required parameter 'creationData.sourceUri' is missing (null).",
+                    target="creationData.sourceUri",
+                )
+            guest = GuestState(os_type=str(os_type or "Windows"), image=uri)
         elif option == "empty" and not snapshot:
             if not size:
                 raise bad_request(
@@ -1720,7 +2211,7 @@ def register(emu: Emulator) -> None:
             hyper_v = hyper_v or gsrc.hyper_v
             size = size or gsrc.guest.disk_size_gb
         else:
-            allowed = "Copy" if snapshot else "Empty, Copy and FromImage"
+            allowed = "Copy and Import" if snapshot else "Empty, Copy, Import and FromImage"
             raise bad_request(
                 f"The value '{creation.get('createOption')}' of parameter "
                 f"'creationData.createOption' is not supported by the emulator "
@@ -1763,6 +2254,147 @@ def register(emu: Emulator) -> None:
             op=req.op,
             status_code=202,
             body=json.loads(json.dumps(doc)),
+            publish_event=True,
+        )
+
+    def update_disk_like(req: Request, doc: dict[str, Any], body: dict[str, Any]) -> Response:
+        """PUT on an existing disk or snapshot, and PATCH: tags replaced whole, properties
+        merged; a size can only grow, and only while no running VM holds the disk."""
+        snapshot = str(doc["type"]).lower() == SNAP_TYPE.lower()
+        check_if_match(req, doc)
+        if doc["properties"].get("provisioningState") not in ("Succeeded", None):
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"The operation cannot be performed on '{doc['name']}' while its provisioning "
+                f"state is '{doc['properties'].get('provisioningState')}'.",
+            )
+        props = dict(as_object(body.get("properties"), "properties"))
+        creation = props.get("creationData")
+        if (
+            isinstance(creation, dict)
+            and str(creation.get("createOption", "")).lower()
+            != str(doc["properties"]["creationData"].get("createOption", "")).lower()
+        ):
+            raise property_change_not_allowed("creationData.createOption")
+        size = as_int(props.get("diskSizeGB"), "properties.diskSizeGB")
+        old_size = int(doc["properties"].get("diskSizeGB") or 0)
+        if size is not None and size != old_size:
+            if size < old_size:
+                raise bad_request(
+                    f"Disk size reduction is not supported. Current size is {old_size} GB, "
+                    f"requested size is {size} GB.",
+                    code="BadRequest",
+                    target="properties.diskSizeGB",
+                )
+            owner = str(doc.get("managedBy") or "")
+            rt = vm_runtime(emu, owner) if owner else None
+            if rt is not None and rt.power not in ("deallocated",):
+                raise operation_not_allowed(
+                    f"Disk '{doc['name']}' of VM '{parse_resource_id(owner).name}' can be "
+                    "resized only while the VM is deallocated."
+                )
+        merge_patch(doc["properties"], props, read_only=DISK_READ_ONLY)
+        if size is not None:
+            doc["properties"]["diskSizeBytes"] = _size_bytes(size)
+        if "tags" in body:
+            doc["tags"] = dict(as_object(body.get("tags"), "tags"))
+        sku = as_object(body.get("sku"), "sku")
+        if sku.get("name"):
+            name = str(sku["name"])
+            doc["sku"] = {
+                "name": name,
+                "tier": "Premium" if name.startswith("Premium") else "Standard",
+            }
+        doc["properties"]["provisioningState"] = "Updating"
+        rid = str(doc["id"])
+
+        def complete() -> None:
+            d = emu.store.get(rid)
+            if d is not None:
+                d["properties"]["provisioningState"] = "Succeeded"
+
+        return emu.begin_lro(
+            rid,
+            duration=emu.latency.get("disk.access"),
+            on_complete=complete,
+            op=f"{SNAP_TYPE if snapshot else DISK_TYPE}/write",
+            status_code=202,
+            body=json.loads(json.dumps(doc)),
+            publish_event=True,
+        )
+
+    def disk_like_or_404(req: Request, snapshot: bool) -> dict[str, Any]:
+        coll = SNAPSHOTS if snapshot else DISKS
+        key = "snapshotName" if snapshot else "diskName"
+        rid = f"{coll.format(**_fmt(req))}/{req.params[key]}"
+        doc = emu.store.get(rid)
+        if doc is None:
+            raise resource_not_found(rid)
+        return doc
+
+    def grant_access(req: Request, snapshot: bool) -> Response:
+        """beginGetAccess: a SAS to read (or, for an upload, write) the disk's content."""
+        doc = disk_like_or_404(req, snapshot)
+        body = req.json_object()
+        access = str(body.get("access") or "")
+        if access.lower() not in ("read", "write"):
+            raise bad_request(
+                f"The value '{access}' of parameter 'access' is not valid. Allowed values are "
+                "'Read' and 'Write'.",
+                target="access",
+            )
+        seconds = as_int(body.get("durationInSeconds"), "durationInSeconds")
+        if not seconds or seconds <= 0:
+            raise bad_request(
+                "Required parameter 'durationInSeconds' is missing or not positive.",
+                target="durationInSeconds",
+            )
+        owner = str(doc.get("managedBy") or "")
+        rt = vm_runtime(emu, owner) if owner else None
+        if rt is not None and rt.power != "deallocated":
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"Disk '{doc['name']}' is attached to VM '{owner}'. A SAS can be granted only "
+                "when the disk is unattached or the VM is deallocated.",
+            )
+        rid = str(doc["id"])
+        doc["properties"]["diskState"] = "ActiveSAS" if access.lower() == "read" else "ActiveUpload"
+        sas = (
+            f"https://md-{emu.new_id().replace('-', '')[:12]}.z1.blob.storage.azure.net/"
+            f"{emu.new_id().replace('-', '')[:12]}/abcd?sv=2018-03-28&sr=b&"
+            f"se={iso(emu.now() + timedelta(seconds=seconds))}&sp={access[0].lower()}&"
+            "sig=emulated"
+        )
+        emu.store.meta(rid)["sas_until"] = emu.now() + timedelta(seconds=seconds)
+        return emu.begin_lro(
+            rid,
+            duration=emu.latency.get("disk.access"),
+            on_complete=lambda: {"accessSAS": sas},
+            op=req.op,
+            status_code=202,
+            location_result=True,
+            publish_event=True,
+        )
+
+    def revoke_access(req: Request, snapshot: bool) -> Response:
+        """endGetAccess: the SAS stops working; the disk is back to its attachment state."""
+        doc = disk_like_or_404(req, snapshot)
+        rid = str(doc["id"])
+        emu.store.meta(rid).pop("sas_until", None)
+
+        def complete() -> None:
+            d = emu.store.get(rid)
+            if d is not None:
+                d["properties"]["diskState"] = "Attached" if d.get("managedBy") else "Unattached"
+
+        return emu.begin_lro(
+            rid,
+            duration=emu.latency.get("disk.access"),
+            on_complete=complete,
+            op=req.op,
+            status_code=202,
             publish_event=True,
         )
 
@@ -1809,6 +2441,15 @@ def register(emu: Emulator) -> None:
         emu.route("PUT", item, op=f"{t}/write")(lambda req: put_disk_like(req, snap))
         emu.route("GET", item, op=f"{t}/read")(lambda req: get_disk_like(req, snap))
         emu.route("DELETE", item, op=f"{t}/delete")(lambda req: delete_disk_like(req, snap))
+        emu.route("PATCH", item, op=f"{t}/write")(
+            lambda req: update_disk_like(req, disk_like_or_404(req, snap), req.json_object())
+        )
+        emu.route("POST", item + "/beginGetAccess", op=f"{t}/beginGetAccess/action")(
+            lambda req: grant_access(req, snap)
+        )
+        emu.route("POST", item + "/endGetAccess", op=f"{t}/endGetAccess/action")(
+            lambda req: revoke_access(req, snap)
+        )
         emu.route("GET", coll, op=f"{t}/read")(
             lambda req: emu.paged(req, emu.store.list(RG.format(**_fmt(req)), t))
         )
@@ -1818,6 +2459,101 @@ def register(emu: Emulator) -> None:
 
     bind(False)
     bind(True)
+
+    # -- managed images (Microsoft.Compute/images: the older way to capture a VM) ---------------
+    image_route = IMAGES + "/{image}"
+
+    def image_or_404(req: Request) -> dict[str, Any]:
+        rid = image_route.format(**_fmt(req))
+        doc = emu.store.get(rid)
+        if doc is None or str(doc.get("type", "")).lower() != MANAGED_IMAGE_TYPE.lower():
+            raise resource_not_found(rid)
+        return doc
+
+    @emu.route("PUT", image_route, op="Microsoft.Compute/images/write")
+    def put_image(req: Request) -> Response:
+        rid = image_route.format(**_fmt(req))
+        check_name(req.params["image"], kind=MANAGED_IMAGE_TYPE, max_length=80, rule=DISK_NAME_RULE)
+        body = req.json_object()
+        existing = emu.store.get(rid)
+        if existing is not None:
+            if "tags" in body:
+                existing["tags"] = dict(as_object(body.get("tags"), "tags"))
+            return Response(200, existing)
+        location = as_str(body.get("location"), "location")
+        if not location:
+            raise ArmError(
+                400, "LocationRequired", "The location property is required for this definition."
+            )
+        props = as_object(body.get("properties"), "properties")
+        doc, guest = _managed_image(emu, rid, location, props)
+        doc["tags"] = dict(as_object(body.get("tags"), "tags"))
+        emu.store.put(rid, doc)
+        set_guest(emu, rid, guest)
+
+        def complete() -> None:
+            d = emu.store.get(rid)
+            if d is not None:
+                d["properties"]["provisioningState"] = "Succeeded"
+
+        return emu.begin_lro(
+            rid,
+            duration=emu.latency.get("image.create"),
+            on_complete=complete,
+            op=req.op,
+            status_code=201,
+            body=json.loads(json.dumps(doc)),
+            publish_event=True,
+        )
+
+    @emu.route("PATCH", image_route, op="Microsoft.Compute/images/write")
+    def patch_image(req: Request) -> Response:
+        doc = image_or_404(req)
+        body = req.json_object()
+        if "tags" in body:
+            doc["tags"] = dict(as_object(body.get("tags"), "tags"))
+        props = as_object(body.get("properties"), "properties")
+        if "hyperVGeneration" in props and props["hyperVGeneration"] != doc["properties"].get(
+            "hyperVGeneration"
+        ):
+            raise property_change_not_allowed("hyperVGeneration")
+        return Response(200, doc)
+
+    @emu.route("GET", image_route, op="Microsoft.Compute/images/read")
+    def get_image(req: Request) -> Response:
+        return Response(200, image_or_404(req))
+
+    @emu.route("GET", IMAGES, op="Microsoft.Compute/images/read")
+    def list_images(req: Request) -> Response:
+        return emu.paged(req, emu.store.list(RG.format(**_fmt(req)), MANAGED_IMAGE_TYPE))
+
+    @emu.route(
+        "GET",
+        "/subscriptions/{sub}/providers/Microsoft.Compute/images",
+        op="Microsoft.Compute/images/read",
+    )
+    def list_all_images(req: Request) -> Response:
+        return emu.paged(
+            req, emu.store.list(f"/subscriptions/{req.params['sub']}", MANAGED_IMAGE_TYPE)
+        )
+
+    @emu.route("DELETE", image_route, op="Microsoft.Compute/images/delete")
+    def delete_image(req: Request) -> Response:
+        rid = image_route.format(**_fmt(req))
+        if emu.store.get(rid) is None:
+            return Response(204)
+
+        def complete() -> None:
+            emu.store.delete(rid)
+
+        return emu.begin_lro(
+            rid,
+            duration=emu.latency.get("disk.delete"),
+            on_complete=complete,
+            op=req.op,
+            status_code=202,
+            publish_event=True,
+        )
 
     # -- network interfaces (minimal) -------------------------------------------------------------
     nic_route = NICS + "/{nic}"
@@ -1855,6 +2591,18 @@ def register(emu: Emulator) -> None:
         emu.store.put(nic_id, doc)
         emu.events.resource_write(nic_id)
         return Response(201, doc, {"Azure-AsyncOperation": f"{emu.base_url}{nic_id}"})
+
+    @emu.route("PATCH", nic_route, op="Microsoft.Network/networkInterfaces/write")
+    def patch_nic(req: Request) -> Response:
+        """Network's PATCH is UpdateTags: the tags are replaced whole (sync 200)."""
+        nic_id = nic_route.format(**_fmt(req))
+        doc = emu.store.get(nic_id)
+        if doc is None:
+            raise resource_not_found(nic_id)
+        body = req.json_object()
+        doc["tags"] = dict(as_object(body.get("tags"), "tags"))
+        emu.events.resource_write(nic_id)
+        return Response(200, doc)
 
     @emu.route("GET", nic_route, op="Microsoft.Network/networkInterfaces/read")
     def get_nic(req: Request) -> Response:
@@ -1913,6 +2661,108 @@ def _resolve_image_id(emu: Emulator, ref_id: str, location: str) -> _Source:
     return _resolve_gallery(emu, ref_id, location)
 
 
+def _managed_image(
+    emu: Emulator, rid: str, location: str, props: dict[str, Any]
+) -> tuple[dict[str, Any], GuestState]:
+    """A managed image document and its captured guest, from ``sourceVirtualMachine`` (a
+    generalized, stopped VM) or ``storageProfile.osDisk`` (a managed disk or snapshot)."""
+    source_vm = as_str(
+        as_object(props.get("sourceVirtualMachine"), "properties.sourceVirtualMachine").get("id"),
+        "properties.sourceVirtualMachine.id",
+    )
+    storage_in = as_object(props.get("storageProfile"), "properties.storageProfile")
+    os_in = as_object(storage_in.get("osDisk"), "properties.storageProfile.osDisk")
+    hyper_v = as_str(props.get("hyperVGeneration"), "properties.hyperVGeneration")
+    if source_vm:
+        vm_id = _norm_id(source_vm)
+        vm = emu.store.get(vm_id)
+        rt = vm_runtime(emu, vm_id)
+        guest = guest_of(emu, vm_id)
+        if vm is None or rt is None or guest is None:
+            raise resource_not_found(vm_id)
+        if not rt.generalized:
+            raise ArmError(
+                409,
+                "OperationNotAllowed",
+                f"The operation 'Create Image' cannot be performed on VM '{vm['name']}' because "
+                "the VM has not been generalized. Generalize the VM first.",
+            )
+        vm_disk = vm["properties"]["storageProfile"]["osDisk"]
+        os_disk: dict[str, Any] = {
+            "osType": guest.os_type,
+            "osState": "Generalized",
+            "managedDisk": {"id": rt.os_disk_id},
+            "caching": vm_disk.get("caching", "ReadWrite"),
+            "storageAccountType": (vm_disk.get("managedDisk") or {}).get(
+                "storageAccountType", "Premium_LRS"
+            ),
+            "diskSizeGB": vm_disk.get("diskSizeGB", guest.disk_size_gb),
+        }
+        hyper_v = hyper_v or rt.hyper_v_generation
+        source_block: dict[str, Any] = {"sourceVirtualMachine": {"id": str(vm["id"])}}
+    else:
+        ref_key = next((k for k in ("managedDisk", "snapshot") if os_in.get(k)), None)
+        if ref_key is None:
+            raise bad_request(
+                "The image needs a source: properties.sourceVirtualMachine.id or "
+                "properties.storageProfile.osDisk.managedDisk.id / snapshot.id (VHD blobs are "
+                "not modelled).",
+                target="properties.storageProfile.osDisk",
+            )
+        src_id = _norm_id(
+            as_str(as_object(os_in[ref_key], ref_key).get("id"), f"osDisk.{ref_key}.id") or ""
+        )
+        src = emu.store.get(src_id)
+        if src is None:
+            raise resource_not_found(src_id)
+        g = guest_of(emu, src_id)
+        guest = g if g is not None else GuestState()
+        os_disk = {
+            "osType": os_in.get("osType") or src["properties"].get("osType") or guest.os_type,
+            "osState": os_in.get("osState", "Generalized"),
+            ref_key: {"id": str(src["id"])},
+            "caching": os_in.get("caching", "ReadWrite"),
+            "storageAccountType": os_in.get("storageAccountType", "Standard_LRS"),
+            "diskSizeGB": src["properties"].get("diskSizeGB", guest.disk_size_gb),
+        }
+        hyper_v = hyper_v or str(src["properties"].get("hyperVGeneration") or "V1")
+        source_block = {}
+    doc = {
+        "name": parse_resource_id(rid).name,
+        "id": rid,
+        "type": MANAGED_IMAGE_TYPE,
+        "location": location,
+        "properties": {
+            **source_block,
+            "storageProfile": {
+                "osDisk": os_disk,
+                "dataDisks": [],
+                "zoneResilient": bool(storage_in.get("zoneResilient", False)),
+            },
+            "provisioningState": "Creating",
+            "hyperVGeneration": hyper_v,
+        },
+    }
+    return doc, guest.copy()
+
+
+def _resolve_managed_image(emu: Emulator, doc: dict[str, Any]) -> _Source:
+    props = doc["properties"]
+    os_disk = props["storageProfile"]["osDisk"]
+    stored = guest_of(emu, str(doc["id"]))
+    guest = stored.copy() if stored is not None else GuestState()
+    generalized = str(os_disk.get("osState", "Generalized")) == "Generalized"
+    return _Source(
+        guest=guest,
+        os_type=str(os_disk.get("osType") or guest.os_type),
+        hyper_v=str(props.get("hyperVGeneration", "V1")),
+        image_reference={"id": str(doc["id"])},
+        creation_data={"createOption": "FromImage", "imageReference": {"id": str(doc["id"])}},
+        attach_disk_id=None,
+        run_oobe=generalized,
+    )
+
+
 def _delete_vm_now(emu: Emulator, vm_id: str) -> None:
     doc = emu.store.get(vm_id)
     if doc is None:
@@ -1938,6 +2788,16 @@ def _delete_vm_now(emu: Emulator, vm_id: str) -> None:
             disk.pop("managedBy", None)
             disk["properties"]["diskState"] = "Unattached"
             disk["properties"]["LastOwnershipUpdateTime"] = emu.now_iso()
+    for data in props.get("storageProfile", {}).get("dataDisks", []):
+        data_id = str((data.get("managedDisk") or {}).get("id", ""))
+        data_disk = emu.store.get(data_id) if data_id else None
+        if data_disk is None:
+            continue
+        if str(data.get("deleteOption", "Detach")).lower() == "delete":
+            emu.store.delete(data_id)
+        else:
+            data_disk.pop("managedBy", None)
+            data_disk["properties"]["diskState"] = "Unattached"
     for child in emu.store.list(vm_id + "/runCommands"):
         emu.store.delete(str(child["id"]))
     emu.store.delete(vm_id)

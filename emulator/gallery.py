@@ -36,6 +36,7 @@ from emulator.arm import (
     Response,
     bad_request,
     check_name,
+    merge_patch,
     parent_not_found,
     resource_not_found,
 )
@@ -52,6 +53,8 @@ VERSION_TYPE = "Microsoft.Compute/galleries/images/versions"
 VM_TYPE = "Microsoft.Compute/virtualMachines"
 DISK_TYPE = "Microsoft.Compute/disks"
 SNAPSHOT_TYPE = "Microsoft.Compute/snapshots"
+MANAGED_IMAGE_TYPE = "Microsoft.Compute/images"
+SHARING_PERMISSIONS = {"private": "Private", "groups": "Groups", "community": "Community"}
 
 GALLERIES_SUB = "/subscriptions/{sub}/providers/Microsoft.Compute/galleries"
 GALLERIES = "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/galleries"
@@ -408,12 +411,271 @@ def _version_view(emu: Emulator, doc: dict[str, Any], expand: bool) -> dict[str,
     return out
 
 
+# -- shared and community galleries (the consumer side of sharing) -------------------------
+
+
+def visible_shared_galleries(
+    emu: Emulator, caller_sub: str, community: bool
+) -> list[dict[str, Any]]:
+    """Galleries a caller sees as shared galleries (its own, or shared with its subscription or
+    tenant through ``Groups``) or as community galleries (``EnableCommunity`` done)."""
+    out = []
+    sub = caller_sub.lower()
+    for g in emu.store.list("/subscriptions", GALLERY_TYPE):
+        sharing = g.get("properties", {}).get("sharingProfile") or {}
+        permission = str(sharing.get("permissions", "Private"))
+        if community:
+            if permission == "Community" and (sharing.get("communityGalleryInfo") or {}).get(
+                "publicNames"
+            ):
+                out.append(g)
+            continue
+        own = (parse_resource_id(str(g["id"])).subscription or "").lower() == sub
+        ids = {str(i).lower() for grp in sharing.get("groups") or [] for i in grp.get("ids") or []}
+        if own or (permission == "Groups" and (sub in ids or emu.tenant_id.lower() in ids)):
+            out.append(g)
+    return out
+
+
+def shared_gallery_named(
+    emu: Emulator, caller_sub: str, name: str, community: bool
+) -> dict[str, Any] | None:
+    """The gallery behind ``/SharedGalleries/{uniqueName}`` or ``/CommunityGalleries/{public}``
+    for this caller, or None."""
+    low = name.lower()
+    for g in visible_shared_galleries(emu, caller_sub, community):
+        props = g.get("properties", {})
+        if community:
+            names = ((props.get("sharingProfile") or {}).get("communityGalleryInfo") or {}).get(
+                "publicNames"
+            ) or []
+            if low in {str(n).lower() for n in names}:
+                return g
+        elif str((props.get("identifier") or {}).get("uniqueName", "")).lower() == low:
+            return g
+    return None
+
+
+def _shared_base(g: dict[str, Any], community: bool) -> str:
+    props = g["properties"]
+    if community:
+        public = props["sharingProfile"]["communityGalleryInfo"]["publicNames"][0]
+        return f"/CommunityGalleries/{public}"
+    return f"/SharedGalleries/{props['identifier']['uniqueName']}"
+
+
+def _register_shared_views(emu: Emulator) -> None:
+    """SharedGalleries / SharedGalleryImages / SharedGalleryImageVersions (List, Get) and the
+    CommunityGallery* Gets: read-only views of galleries shared with the caller."""
+    loc_base = "/subscriptions/{sub}/providers/Microsoft.Compute/locations/{location}"
+    for community, coll in ((False, "sharedGalleries"), (True, "communityGalleries")):
+        kind = "CommunityGallery" if community else "SharedGallery"
+        op = f"Microsoft.Compute/locations/{coll}/read"
+        gal_route = f"{loc_base}/{coll}/{{galleryName}}"
+        img_route = gal_route + "/images/{imageName}"
+        ver_route = img_route + "/versions/{versionName}"
+
+        def gallery_of(req: Request, community: bool = community) -> dict[str, Any]:
+            g = shared_gallery_named(emu, req.params["sub"], req.params["galleryName"], community)
+            if g is None:
+                raise ArmError(
+                    404,
+                    "NotFound",
+                    f"The gallery '{req.params['galleryName']}' is not shared with the "
+                    "subscription or does not exist.",
+                )
+            return g
+
+        def gallery_view(
+            req: Request, g: dict[str, Any], community: bool = community, kind: str = kind
+        ) -> dict[str, Any]:
+            base = _shared_base(g, community)
+            out: dict[str, Any] = {
+                "name": base.rsplit("/", 1)[1],
+                "location": norm_region(req.params["location"]),
+                "identifier": {"uniqueId": base},
+                "properties": {"artifactTags": {}},
+            }
+            if community:
+                info = g["properties"]["sharingProfile"]["communityGalleryInfo"]
+                out["type"] = "Microsoft.Compute/Locations/CommunityGallery"
+                out["properties"]["communityMetadata"] = {
+                    k: info.get(k)
+                    for k in ("publisherUri", "publisherContact", "eula", "publicNames")
+                }
+                out["properties"]["disclaimer"] = info.get("eula", "")
+            return out
+
+        def image_view(
+            req: Request, g: dict[str, Any], img: dict[str, Any], community: bool = community
+        ) -> dict[str, Any]:
+            p = img["properties"]
+            props = {
+                k: copy.deepcopy(p[k])
+                for k in (
+                    "osType",
+                    "osState",
+                    "endOfLifeDate",
+                    "identifier",
+                    "recommended",
+                    "disallowed",
+                    "hyperVGeneration",
+                    "features",
+                    "purchasePlan",
+                    "architecture",
+                    "privacyStatementUri",
+                    "eula",
+                )
+                if k in p
+            }
+            props["artifactTags"] = {}
+            return {
+                "name": img["name"],
+                "location": norm_region(req.params["location"]),
+                "identifier": {"uniqueId": f"{_shared_base(g, community)}/Images/{img['name']}"},
+                "properties": props,
+            }
+
+        def version_view(
+            req: Request,
+            g: dict[str, Any],
+            img: dict[str, Any],
+            v: dict[str, Any],
+            community: bool = community,
+        ) -> dict[str, Any]:
+            p = v["properties"]
+            profile = p.get("publishingProfile", {})
+            os_image = p.get("storageProfile", {}).get("osDiskImage", {})
+            return {
+                "name": v["name"],
+                "location": norm_region(req.params["location"]),
+                "identifier": {
+                    "uniqueId": f"{_shared_base(g, community)}/Images/{img['name']}"
+                    f"/Versions/{v['name']}"
+                },
+                "properties": {
+                    "publishedDate": profile.get("publishedDate"),
+                    "endOfLifeDate": profile.get("endOfLifeDate"),
+                    "excludeFromLatest": bool(profile.get("excludeFromLatest", False)),
+                    "storageProfile": {
+                        "osDiskImage": {
+                            "diskSizeGB": os_image.get("sizeInGB"),
+                            "hostCaching": os_image.get("hostCaching", "ReadWrite"),
+                        },
+                        "dataDiskImages": [
+                            {
+                                "lun": d.get("lun"),
+                                "diskSizeGB": d.get("sizeInGB"),
+                                "hostCaching": d.get("hostCaching"),
+                            }
+                            for d in p.get("storageProfile", {}).get("dataDiskImages", [])
+                        ],
+                    },
+                    "artifactTags": {},
+                },
+            }
+
+        def image_or_404(req: Request, g: dict[str, Any]) -> dict[str, Any]:
+            img = emu.store.get(f"{g['id']}/images/{req.params['imageName']}")
+            if img is None:
+                raise ArmError(
+                    404, "NotFound", f"The image '{req.params['imageName']}' was not found."
+                )
+            return img
+
+        def versions(req: Request, img: dict[str, Any]) -> list[dict[str, Any]]:
+            return [
+                v
+                for v in emu.store.list(f"{img['id']}/versions", VERSION_TYPE)
+                if v["properties"].get("provisioningState") == "Succeeded"
+                and replicated_to(emu, v, req.params["location"])
+            ]
+
+        if not community:
+
+            @emu.route("GET", f"{loc_base}/{coll}", op=op)
+            def list_shared(req: Request, gallery_view: Any = gallery_view) -> Response:
+                items = [
+                    gallery_view(req, g)
+                    for g in visible_shared_galleries(emu, req.params["sub"], False)
+                ]
+                return emu.paged(req, items)
+
+            @emu.route("GET", gal_route + "/images", op=op)
+            def list_images(
+                req: Request, gallery_of: Any = gallery_of, image_view: Any = image_view
+            ) -> Response:
+                g = gallery_of(req)
+                items = [
+                    image_view(req, g, i) for i in emu.store.list(f"{g['id']}/images", IMAGE_TYPE)
+                ]
+                return emu.paged(req, items)
+
+        else:
+
+            @emu.route("GET", gal_route + "/images", op=op)
+            def list_community_images(
+                req: Request, gallery_of: Any = gallery_of, image_view: Any = image_view
+            ) -> Response:
+                g = gallery_of(req)
+                items = [
+                    image_view(req, g, i) for i in emu.store.list(f"{g['id']}/images", IMAGE_TYPE)
+                ]
+                return emu.paged(req, items)
+
+        @emu.route("GET", gal_route, op=op)
+        def get_gallery(
+            req: Request, gallery_of: Any = gallery_of, gallery_view: Any = gallery_view
+        ) -> Response:
+            return Response(200, gallery_view(req, gallery_of(req)))
+
+        @emu.route("GET", img_route, op=op)
+        def get_image(
+            req: Request,
+            gallery_of: Any = gallery_of,
+            image_view: Any = image_view,
+            image_or_404: Any = image_or_404,
+        ) -> Response:
+            g = gallery_of(req)
+            return Response(200, image_view(req, g, image_or_404(req, g)))
+
+        @emu.route("GET", img_route + "/versions", op=op)
+        def list_versions(
+            req: Request,
+            gallery_of: Any = gallery_of,
+            version_view: Any = version_view,
+            image_or_404: Any = image_or_404,
+            versions: Any = versions,
+        ) -> Response:
+            g = gallery_of(req)
+            img = image_or_404(req, g)
+            return emu.paged(req, [version_view(req, g, img, v) for v in versions(req, img)])
+
+        @emu.route("GET", ver_route, op=op)
+        def get_version(
+            req: Request,
+            gallery_of: Any = gallery_of,
+            version_view: Any = version_view,
+            image_or_404: Any = image_or_404,
+            versions: Any = versions,
+        ) -> Response:
+            g = gallery_of(req)
+            img = image_or_404(req, g)
+            for v in versions(req, img):
+                if v["name"] == req.params["versionName"]:
+                    return Response(200, version_view(req, g, img, v))
+            raise ArmError(
+                404, "NotFound", f"The version '{req.params['versionName']}' was not found."
+            )
+
+
 # -- registration ---------------------------------------------------------------------------
 
 
 def register(emu: Emulator) -> None:
     emu.latency.register("gallery.image.update", timedelta(seconds=10))
     emu.latency.register("gallery.update", timedelta(seconds=10))
+    _register_shared_views(emu)
 
     def fmt(req: Request) -> dict[str, str]:
         return dict(req.params)
@@ -443,6 +705,7 @@ def register(emu: Emulator) -> None:
             existing["tags"] = tags
             if "description" in props:
                 existing["properties"]["description"] = description
+            _apply_gallery_options(existing, props)
             return _gallery_update_lro(req, existing)
         doc: dict[str, Any] = {
             "id": gid,
@@ -457,8 +720,43 @@ def register(emu: Emulator) -> None:
         }
         if description is not None:
             doc["properties"]["description"] = description
+        _apply_gallery_options(doc, props)
         emu.store.put(gid, doc)
         return _simple_lro(req, gid, "gallery.create", 201)
+
+    def _apply_gallery_options(doc: dict[str, Any], props: dict[str, Any]) -> None:
+        """``sharingProfile`` (permissions, community info; groups change through ``share``)
+        and ``softDeletePolicy``, on create and update."""
+        sharing = props.get("sharingProfile")
+        if isinstance(sharing, dict):
+            cur = doc["properties"].setdefault("sharingProfile", {"permissions": "Private"})
+            if "permissions" in sharing:
+                raw = str(sharing.get("permissions") or "")
+                perm = SHARING_PERMISSIONS.get(raw.lower())
+                if perm is None:
+                    raise bad_request(
+                        f"The value '{raw}' of sharingProfile.permissions is not valid. Allowed "
+                        "values are 'Private', 'Groups' and 'Community'.",
+                        target="properties.sharingProfile.permissions",
+                    )
+                cur["permissions"] = perm
+            info = sharing.get("communityGalleryInfo")
+            if isinstance(info, dict):
+                kept = {
+                    k: v
+                    for k, v in info.items()
+                    if k not in ("publicNames", "communityGalleryEnabled")
+                }
+                merge_patch(cur.setdefault("communityGalleryInfo", {}), kept)
+        elif sharing is not None:
+            raise bad_request(
+                "sharingProfile must be an object.", target="properties.sharingProfile"
+            )
+        soft = props.get("softDeletePolicy")
+        if isinstance(soft, dict):
+            doc["properties"]["softDeletePolicy"] = {
+                "isSoftDeleteEnabled": bool(soft.get("isSoftDeleteEnabled", False))
+            }
 
     def _location_conflict(existing: dict[str, Any], location: str) -> ArmError:
         rid = parse_resource_id(str(existing["id"]))
@@ -514,7 +812,87 @@ def register(emu: Emulator) -> None:
         props = _properties(body, required=False)
         if "description" in props:
             doc["properties"]["description"] = props["description"]
+        _apply_gallery_options(doc, props)
         return _gallery_update_lro(req, doc)
+
+    @emu.route(
+        "POST",
+        GALLERY + "/share",
+        op="Microsoft.Compute/galleries/share/action",
+        api_versions=API_VERSIONS,
+    )
+    def share_gallery(req: Request) -> Response:
+        """GallerySharingProfile_Update: Add/Remove groups, Reset, EnableCommunity."""
+        gid = _gallery_id(fmt(req))
+        doc = emu.store.get(gid)
+        if doc is None:
+            raise resource_not_found(gid)
+        body = req.json_object()
+        op = str(body.get("operationType") or "")
+        groups = body.get("groups") or []
+        if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+            raise bad_request("groups must be a list of objects.", target="groups")
+        sharing = doc["properties"].setdefault("sharingProfile", {"permissions": "Private"})
+        perm = str(sharing.get("permissions", "Private"))
+        current: dict[str, list[str]] = {
+            str(g.get("type")): [str(i) for i in g.get("ids") or []]
+            for g in sharing.get("groups") or []
+        }
+        if op.lower() in ("add", "remove"):
+            if perm != "Groups":
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"The gallery '{doc['name']}' has sharing permission '{perm}'; set "
+                    "sharingProfile.permissions to 'Groups' before adding or removing groups.",
+                )
+            for g in groups:
+                kind = str(g.get("type") or "")
+                if kind not in ("Subscriptions", "AADTenants"):
+                    raise bad_request(
+                        f"The group type '{kind}' is not valid. Allowed values are "
+                        "'Subscriptions' and 'AADTenants'.",
+                        target="groups.type",
+                    )
+                ids = [str(i) for i in g.get("ids") or []]
+                have = current.setdefault(kind, [])
+                if op.lower() == "add":
+                    have.extend(i for i in ids if i.lower() not in {h.lower() for h in have})
+                else:
+                    current[kind] = [h for h in have if h.lower() not in {i.lower() for i in ids}]
+        elif op.lower() == "reset":
+            current = {}
+            sharing["permissions"] = "Private"
+            sharing.pop("communityGalleryInfo", None)
+        elif op.lower() == "enablecommunity":
+            info = sharing.get("communityGalleryInfo") or {}
+            if perm != "Community" or not info.get("publicNamePrefix"):
+                raise ArmError(
+                    409,
+                    "OperationNotAllowed",
+                    f"The gallery '{doc['name']}' needs sharingProfile.permissions 'Community' "
+                    "and communityGalleryInfo (publisherUri, publisherContact, eula, "
+                    "publicNamePrefix) before it can be shared with the community.",
+                )
+            info["communityGalleryEnabled"] = True
+            info["publicNames"] = [f"{info['publicNamePrefix']}-{emu.new_id()}"]
+        else:
+            raise bad_request(
+                f"The value '{op}' of operationType is not valid. Allowed values are 'Add', "
+                "'Remove', 'Reset' and 'EnableCommunity'.",
+                target="operationType",
+            )
+        sharing["groups"] = [{"type": k, "ids": v} for k, v in current.items() if v]
+        result = {"operationType": op, "groups": copy.deepcopy(sharing["groups"])}
+        return emu.begin_lro(
+            gid,
+            duration=emu.latency.get("gallery.update"),
+            on_complete=lambda: result,
+            op=req.op,
+            status_code=202,
+            location_result=True,
+            publish_event=True,
+        )
 
     @emu.route("GET", GALLERY, op="Microsoft.Compute/galleries/read", api_versions=API_VERSIONS)
     def get_gallery(req: Request) -> Response:
@@ -774,7 +1152,11 @@ def register(emu: Emulator) -> None:
             doc["tags"] = _tags(body)
         props = _properties(body, required=False)
         if props:
-            merged = {**doc["properties"], **props}
+            merged = merge_patch(
+                copy.deepcopy(doc["properties"]),
+                props,
+                read_only=frozenset({"provisioningState"}),
+            )
             merged.pop("provisioningState", None)
             doc["properties"] = _image_properties(merged, doc)
         doc["properties"]["provisioningState"] = "Updating"
@@ -847,6 +1229,18 @@ def register(emu: Emulator) -> None:
                 )
             return _update_version(req, existing, props, tags, replace=True)
         capture = _capture(image, source_field, source_id, location)
+        _request_disk_images(props, capture.storage_profile, location)
+        src_doc = emu.store.get(source_id) or {}
+        if str(src_doc.get("type", "")).lower() == VM_TYPE.lower():
+            # A VM's data disks are captured with it.
+            capture.storage_profile["dataDiskImages"] = [
+                {
+                    "lun": d.get("lun"),
+                    "hostCaching": d.get("caching", "None"),
+                    "sizeInGB": d.get("diskSizeGB"),
+                }
+                for d in src_doc["properties"]["storageProfile"].get("dataDisks", [])
+            ]
         profile = _publishing_profile(req, props.get("publishingProfile"), location, None)
         safety = _safety_profile(req, props.get("safetyProfile"), None)
         if not profile.get("endOfLifeDate") and req.api_version >= EOL_DEFAULT_API:
@@ -902,6 +1296,49 @@ def register(emu: Emulator) -> None:
             return resp
         _schedule_regions(vid, rt)
         return resp
+
+    def _request_disk_images(props: dict[str, Any], storage: dict[str, Any], location: str) -> None:
+        """The request's ``osDiskImage.hostCaching`` and ``dataDiskImages`` (each from a managed
+        disk or snapshot in the version's region), echoed as Azure does."""
+        req_storage = props.get("storageProfile") or {}
+        os_req = req_storage.get("osDiskImage")
+        if isinstance(os_req, dict) and os_req.get("hostCaching"):
+            storage["osDiskImage"]["hostCaching"] = str(os_req["hostCaching"])
+        images: list[dict[str, Any]] = []
+        path = "properties.storageProfile.dataDiskImages"
+        raw = req_storage.get("dataDiskImages") or []
+        if not isinstance(raw, list):
+            raise bad_request("dataDiskImages must be a list.", target=path)
+        for item in raw:
+            if not isinstance(item, dict) or not isinstance(item.get("lun"), int):
+                raise bad_request("Each data disk image needs an integer lun.", target=path)
+            src_id = str((item.get("source") or {}).get("id") or "")
+            src = emu.store.get("/" + src_id.strip().lstrip("/")) if src_id else None
+            if src is None or str(src.get("type", "")).lower() not in (
+                DISK_TYPE.lower(),
+                SNAPSHOT_TYPE.lower(),
+            ):
+                raise ArmError(
+                    404,
+                    "NotFound",
+                    f"The source '{src_id}' of data disk image lun {item['lun']} was not found.",
+                    target=f"{path}.source.id",
+                )
+            if norm_region(str(src.get("location", ""))) != location:
+                raise bad_request(
+                    f"The source '{src_id}' must be in the gallery image version's region "
+                    f"'{location}'.",
+                    target=f"{path}.source.id",
+                )
+            images.append(
+                {
+                    "lun": item["lun"],
+                    "hostCaching": str(item.get("hostCaching") or "None"),
+                    "sizeInGB": int(src["properties"].get("diskSizeGB") or 0),
+                    "source": {"id": str(src["id"])},
+                }
+            )
+        storage["dataDiskImages"] = images
 
     def _check_version_name(name: str) -> None:
         parts = name.split(".")
@@ -1113,7 +1550,7 @@ def register(emu: Emulator) -> None:
             )
         allowed = {
             "source.virtualMachineId": {VM_TYPE.lower()},
-            "source.id": {VM_TYPE.lower(), VERSION_TYPE.lower()},
+            "source.id": {VM_TYPE.lower(), VERSION_TYPE.lower(), MANAGED_IMAGE_TYPE.lower()},
             "osDiskImage.source.id": {DISK_TYPE.lower(), SNAPSHOT_TYPE.lower()},
         }[source_field]
         if stype not in allowed:
@@ -1185,6 +1622,31 @@ def register(emu: Emulator) -> None:
             if source_field == "source.id":
                 source_block = {"id": str(src["id"])}
             storage: dict[str, Any] = {"source": source_block}
+        elif stype == MANAGED_IMAGE_TYPE.lower():
+            g = emu.store.meta(source_id).get("guest")
+            captured = g.copy() if isinstance(g, GuestState) else GuestState()
+            iprops = src.get("properties", {})
+            img_os = iprops.get("storageProfile", {}).get("osDisk", {})
+            if str(img_os.get("osState", "Generalized")) != os_state:
+                raise ArmError(
+                    400,
+                    "BadRequest",
+                    f"The resource with id '{src['id']}' has a different OS state "
+                    f"['{img_os.get('osState')}'] than the parent gallery image OS state "
+                    f"['{os_state}'].",
+                    target=target,
+                )
+            img_hv = str(iprops.get("hyperVGeneration") or "V1")
+            if img_hv.upper() != def_hv.upper():
+                fail = ArmError(
+                    409,
+                    "Conflict",
+                    f"The resource with id '{src['id']}' has a different Hypervisor generation "
+                    f"['{img_hv}'] than the parent gallery image Hypervisor generation "
+                    f"['{def_hv}'].",
+                )
+            size_gb = int(img_os.get("diskSizeGB") or captured.disk_size_gb)
+            storage = {"source": {"id": str(src["id"])}}
         elif stype == VERSION_TYPE.lower():
             g = emu.store.meta(source_id).get("guest")
             captured = g.copy() if isinstance(g, GuestState) else GuestState()

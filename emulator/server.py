@@ -22,6 +22,10 @@ from emulator.core import Emulator
 log = logging.getLogger(__name__)
 
 MAX_BODY = 32 * 1024 * 1024
+# Set by ``python -m emulator --state-dir``: keep the CA (and its key, beside it) across
+# restarts, so clients that trust ca.pem keep trusting a restarted emulator.
+KEEP_CA = False
+CA_KEY = "ca-key.pem"
 
 
 class TlsMaterial:
@@ -29,10 +33,17 @@ class TlsMaterial:
 
     def __init__(self, ca_dir: Path) -> None:
         ca_dir.mkdir(parents=True, exist_ok=True)
-        self.ca = trustme.CA(organization_name="avd-image-factory emulator")
-        self.cert = self.ca.issue_cert("127.0.0.1", "localhost", "::1")
         self.ca_path = ca_dir / "ca.pem"
-        self.ca.cert_pem.write_to_path(str(self.ca_path))
+        key_path = ca_dir / CA_KEY
+        if KEEP_CA and self.ca_path.is_file() and key_path.is_file():
+            self.ca = trustme.CA.from_pem(self.ca_path.read_bytes(), key_path.read_bytes())
+        else:
+            self.ca = trustme.CA(organization_name="avd-image-factory emulator")
+            self.ca.cert_pem.write_to_path(str(self.ca_path))
+            if KEEP_CA:
+                key_path.touch(mode=0o600)
+                self.ca.private_key_pem.write_to_path(str(key_path))
+        self.cert = self.ca.issue_cert("127.0.0.1", "localhost", "::1")
 
     def server_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

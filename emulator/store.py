@@ -5,14 +5,25 @@ properties{...}}``) with the id's original case preserved; lookups ignore case, 
 ``get`` returns the live document: mutate it only under ``Emulator.lock``. Emulator-private
 state that is not part of the ARM document (a VM's guest OS, a disk's captured guest state)
 lives beside it in ``meta(id)``, which disappears with the resource.
+
+With ``python -m emulator --state-dir DIR`` the store outlives the process (as Azurite keeps
+storage): :meth:`ResourceStore.export` / :meth:`ResourceStore.restore` and
+:func:`write_snapshot` / :func:`read_snapshot` write it to one file, replaced atomically.
 """
 
 from __future__ import annotations
 
 import builtins
 import copy
+import logging
+import os
+import pickle
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
+SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -144,9 +155,64 @@ class ResourceStore:
         self._items.clear()
         self._meta.clear()
 
+    def export(self) -> dict[str, Any]:
+        """Every resource and the meta beside it, as plain data for :func:`write_snapshot`.
+
+        Meta entries that cannot be saved (a live callback, say) are left out, each logged once.
+        """
+        meta: dict[str, dict[str, bytes]] = {}
+        for key, entries in self._meta.items():
+            saved: dict[str, bytes] = {}
+            for name, value in entries.items():
+                try:
+                    saved[name] = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+                except (pickle.PicklingError, TypeError, AttributeError) as e:
+                    log.debug("meta %s of %s is not saved: %s", name, key, e)
+            if saved:
+                meta[key] = saved
+        return {"items": copy.deepcopy(self._items), "meta": meta}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Replace everything with what :meth:`export` gave."""
+        items = state.get("items")
+        meta = state.get("meta")
+        if not isinstance(items, dict) or not isinstance(meta, dict):
+            raise ValueError("not a resource store export")
+        self._items = {self.key(str(k)): v for k, v in items.items()}
+        self._meta = {
+            str(k): {str(n): pickle.loads(raw) for n, raw in entries.items()}  # noqa: S301
+            for k, entries in meta.items()
+        }
+
     def snapshot(self) -> builtins.list[dict[str, Any]]:
         """A deep copy of every resource (for dumps)."""
         return copy.deepcopy(self.all())
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+def write_snapshot(path: Path, state: dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a reader (or a restart after ``kill -9``) finds the
+    previous snapshot or this one, never a part of one."""
+    data = pickle.dumps({"format": SNAPSHOT_FORMAT, **state}, protocol=pickle.HIGHEST_PROTOCOL)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with open(partial, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+
+
+def read_snapshot(path: Path) -> dict[str, Any] | None:
+    """What :func:`write_snapshot` wrote (None: no snapshot). The file is the emulator's own
+    local state; never point this at a file from elsewhere (it is a pickle)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    state = pickle.loads(raw)  # noqa: S301 - the emulator's own state file
+    if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
+        raise ValueError(f"{path}: not an emulator state snapshot (format {SNAPSHOT_FORMAT})")
+    return state

@@ -23,7 +23,8 @@ Recorded per pool (report section ``users``; ``GET /_emulator/users``): logons, 
 (no free slot), VMs started on connect, messages per user, forced log-offs, work lost (an
 *active* session ended by force or by its host going down), self log-offs after a message, and
 capacity over time (hosts accepting sessions, session slots, active and disconnected
-sessions). ``PUT /_emulator/users`` with ``{"enabled": false}`` (optionally ``"hostPool":
+sessions), and every connection (:mod:`emulator.connections`: a host whose image is broken fails
+them). ``PUT /_emulator/users`` with ``{"enabled": false}`` (optionally ``"hostPool":
 name``) turns users off; ``{"enabled": true}`` turns them back on from now.
 """
 
@@ -51,6 +52,7 @@ from emulator.avd import (
 )
 from emulator.avd_scenario import UserLoadProfile
 from emulator.compute import start_vm, vm_runtime
+from emulator.connections import connection_failure, record_connection
 from emulator.core import Emulator, ScheduledItem
 from emulator.events import iso
 from emulator.scenario import Scenario
@@ -213,6 +215,12 @@ class PoolSim:
                     return
                 self._logon_failed(u)
                 return
+            broken = connection_failure(self.emu, host)
+            if broken is not None:  # a broken image: the connection fails, the user retries
+                record_connection(self.emu, self.pool_id, str(host["id"]), u.upn, "Failed", broken)
+                self._logon_failed(u)
+                return
+            record_connection(self.emu, self.pool_id, str(host["id"]), u.upn, "Connected")
             session = open_session(self.emu, str(host["id"]), u.upn, u.ad_user)
             u.session_id = str(session["id"])
             u.logons += 1

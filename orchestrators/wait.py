@@ -89,6 +89,11 @@ def _replicated(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
     return all((per_region.get(r) or {}).get("state") == "Completed" for r in wanted)
 
 
+def _flag(state: dict[str, Any], args: dict[str, Any]) -> Verdict:
+    # Done when the answer's field ``args["key"]`` is true (a session host registered, healthy).
+    return bool(state.get(str(args.get("key"))))
+
+
 VERDICTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Verdict]] = {
     "provisioned": _provisioned,
     "vm_running": _vm_running,
@@ -96,6 +101,7 @@ VERDICTS: dict[str, Callable[[dict[str, Any], dict[str, Any]], Verdict]] = {
     "deallocated": _deallocated,
     "run_finished": _run_finished,
     "replicated": _replicated,
+    "flag": _flag,
 }
 
 

@@ -22,6 +22,10 @@ ORCH_ACTIVATE_VERSION: Final = "activate_version"
 ORCH_ROLL_BACK: Final = "roll_back"
 ORCH_DECIDE_APPROVAL: Final = "decide_approval"
 ORCH_APPROVAL_TIMEOUT: Final = "approval_timeout"
+ORCH_RETENTION: Final = "retention_run"
+
+ORCH_VALIDATE_VERSION: Final = "validate_version"
+ORCH_PROMOTE_RINGS: Final = "promote_rings"
 
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"
@@ -52,10 +56,26 @@ ACT_GET_HOST_POOL_TEMPLATE: Final = "get_host_pool_template"
 ACT_SET_HOST_POOL_IMAGE: Final = "set_host_pool_image"
 ACT_PUBLISH_LIFECYCLE_EVENT: Final = "publish_lifecycle_event"
 
+# Activities: validation on real session hosts, and ring promotion
+ACT_RESOLVE_VALIDATION_PLAN: Final = "resolve_validation_plan"
+ACT_ENSURE_REGISTRATION_TOKEN: Final = "ensure_registration_token"  # noqa: S105 - a name
+ACT_CREATE_VALIDATION_HOST: Final = "create_validation_host"
+ACT_GET_VALIDATION_HOST: Final = "get_validation_host"
+ACT_SET_SESSION_HOST_DRAIN: Final = "set_session_host_drain"
+ACT_DELETE_SESSION_HOST: Final = "delete_session_host"
+ACT_LIST_VALIDATION_RESOURCES: Final = "list_validation_resources"
+ACT_RESOLVE_RING_PLAN: Final = "resolve_ring_plan"
+ACT_SET_RING_HOST_POOL_IMAGE: Final = "set_ring_host_pool_image"
+ACT_GET_RING_HEALTH: Final = "get_ring_health"
+ACT_GET_CONNECTION_COUNTS: Final = "get_connection_counts"
+ACT_GET_RING_CLAIM: Final = "get_ring_claim"
+ACT_SET_RING_STATE: Final = "set_ring_state"
+
 # External events raised to orchestrations
 EVT_BUILD_REQUESTED: Final = "BuildRequested"
 EVT_SYSPREP_FINISHED: Final = "SysprepFinished"
 EVT_CANCEL: Final = "Cancel"
+EVT_RING_RESUME: Final = "RingResume"
 # An Azure resource event (ResourceWriteSuccess ...) about the resource a wait watches: a hint
 # to look now (triggers/resource_events.py raises it; orchestrators/wait.py confirms by a GET).
 EVT_RESOURCE_CHANGED: Final = "ResourceChanged"
@@ -68,6 +88,7 @@ EG_IMAGE_VERSION_STAGED: Final = "ImageFactory.ImageVersionStaged"
 EG_IMAGE_VERSION_PREFIX: Final = "ImageFactory.ImageVersion"
 EG_IMAGE_VERSION_VALIDATED: Final = "ImageFactory.ImageVersionValidated"
 EG_BUILD_FAILED: Final = "ImageFactory.BuildFailed"
+EG_RETENTION_COMPLETED: Final = "ImageFactory.RetentionCompleted"
 
 
 # Orchestration instance ids (one place, so triggers, tools and orchestrators agree)
@@ -99,6 +120,33 @@ def approval_instance_id(image: str, version: str) -> str:
 def approval_timer_instance_id(image: str, version: str) -> str:
     """The approval deadline of one validated version: ``approval-timeout:<image>:<version>``."""
     return f"approval-timeout:{image}:{version}"
+
+
+# Activities: retention (docs/retention.md; one Azure call or query each)
+ACT_RETENTION_POLICY: Final = "retention_policy"
+ACT_LIST_RETENTION_VERSIONS: Final = "retention_list_versions"
+ACT_LIST_HOST_POOL_USAGE: Final = "retention_host_pool_usage"
+ACT_LIST_SESSION_HOST_USAGE: Final = "retention_session_host_usage"
+ACT_LIST_VMS: Final = "retention_list_vms"
+ACT_LIST_LEFTOVERS: Final = "retention_list_leftovers"
+ACT_DEPRECATE_VERSION: Final = "retention_deprecate_version"
+ACT_DELETE_VERSION: Final = "retention_delete_version"
+ACT_DELETE_LEFTOVER: Final = "retention_delete_leftover"
+
+
+def retention_instance_id(run_id: str) -> str:
+    """One retention run: ``retention:<run id>`` (the timer's run id is its schedule time)."""
+    return f"retention:{run_id}"
+
+
+def validation_instance_id(image: str, version: str) -> str:
+    """The validation of one version: ``validation:<image>:<version>``."""
+    return f"validation:{image}:{version}"
+
+
+def rings_instance_id(image: str, version: str) -> str:
+    """The ring-by-ring promotion of one version: ``rings:<image>:<version>``."""
+    return f"rings:{image}:{version}"
 
 
 # Waits for an Azure operation that resource events can end (docs/events.md, "Resource events").

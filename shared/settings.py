@@ -124,3 +124,28 @@ class Settings:
 def load_settings() -> Settings:
     """The current settings (read now, from the environment)."""
     return Settings.from_env()
+
+
+DEFAULT_RETENTION_SCHEDULE = "0 0 3 * * *"
+_NCRONTAB_FIELD = re.compile(r"^[0-9*/,\-A-Za-z?]+$")
+
+
+def retention_schedule(env: Mapping[str, str] | None = None) -> str:
+    """``RETENTION_SCHEDULE``: the retention timer's six-field NCRONTAB (default daily 03:00 UTC).
+
+    Read when the function is indexed (a timer's schedule is part of its binding). Six fields of
+    NCRONTAB characters, else an InputError naming the setting.
+    """
+    env = os.environ if env is None else env
+    raw = (env.get("RETENTION_SCHEDULE") or "").strip()
+    if not raw:
+        return DEFAULT_RETENTION_SCHEDULE
+    fields = raw.split()
+    if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
+        raise InputError.single(
+            "RETENTION_SCHEDULE",
+            f"must be a six-field NCRONTAB expression such as {DEFAULT_RETENTION_SCHEDULE!r}, "
+            f"got {raw!r}",
+            "bad setting",
+        )
+    return raw

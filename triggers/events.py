@@ -104,6 +104,11 @@ def _classify(incoming: IncomingEvent, expected: set[str]) -> Accepted | None:
     return verdict
 
 
+def accept_event(event: object, expected: set[str]) -> Accepted | None:
+    """Any delivery (Event Grid schema or CloudEvent) judged as :func:`_classify` does."""
+    return _classify(normalise_event(event), expected)
+
+
 @bp.event_grid_trigger(arg_name="event")
 @bp.durable_client_input(client_name="client")
 async def on_marketplace_image_published(

@@ -4,11 +4,18 @@ One code path. With ``AZURE_ARM_ENDPOINT`` and ``AZURE_CA_BUNDLE`` set, the clie
 that ARM endpoint (the local emulator) with a local token credential and trust that CA bundle;
 without them they use ``DefaultAzureCredential`` (managed identity in Azure) against the public
 cloud. Clients are cached per settings value, so each activity reuses connections.
+
+The SDK's per-request log lines (``azure.core.pipeline.policies.http_logging_policy``: every
+request's URL and headers at INFO) are held at WARNING unless ``AZURE_SDK_HTTP_LOG_LEVEL`` says
+otherwise (``INFO`` to see each request again): at INFO they flood the Functions log and
+Application Insights with two lines per ARM call.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import time
 from typing import Any
 
@@ -20,6 +27,19 @@ from shared.settings import Settings
 from shared.telemetry import ArmMetricsPolicy
 
 ARM_SCOPE = "https://management.azure.com/.default"
+HTTP_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+HTTP_LOG_LEVEL_SETTING = "AZURE_SDK_HTTP_LOG_LEVEL"
+
+
+def configure_sdk_logging(environ: dict[str, str] | None = None) -> int:
+    """Set the SDK's per-request logger from ``AZURE_SDK_HTTP_LOG_LEVEL`` (default WARNING);
+    an unknown level name falls back to WARNING. Returns the level set."""
+    raw = (os.environ if environ is None else environ).get(HTTP_LOG_LEVEL_SETTING, "")
+    level = logging.getLevelName(raw.strip().upper()) if raw.strip() else logging.WARNING
+    if not isinstance(level, int):
+        level = logging.WARNING
+    logging.getLogger(HTTP_LOGGER).setLevel(level)
+    return level
 
 
 class LocalTokenCredential:
@@ -37,6 +57,8 @@ class LocalTokenCredential:
 
 
 def credential(settings: Settings) -> TokenCredential:
+    # Every SDK client (ARM and Event Grid) takes its credential here, before its first request.
+    configure_sdk_logging()
     if settings.uses_emulator:
         return LocalTokenCredential()
     from azure.identity import DefaultAzureCredential

@@ -44,6 +44,7 @@ from shared.domain.resources import (
     parse_resource_id,
     tag_problems,
 )
+from shared.domain.retention import RetentionPolicy
 from shared.domain.steps import (
     STEP_KINDS,
     CustomisationStep,
@@ -54,6 +55,7 @@ from shared.domain.steps import (
     WindowsUpdateStep,
     render_steps,
 )
+from shared.domain.validation import CHECK_KINDS, MAX_VALIDATION_HOSTS, SmokeCheck
 from shared.domain.versions import ImageVersion
 from shared.errors import FieldError, InputError, NotFoundError
 
@@ -394,11 +396,69 @@ class NamingStandard(_Model):
         return self
 
 
-class Retention(_Model):
-    """Hints for the retention job (later capability)."""
+class FailedRetention(_Model):
+    """What happens to versions whose build or validation failed."""
 
-    keep_versions: int | None = Field(default=None, ge=1, le=1000)
+    delete_at_once: bool = True
+
+
+class Retention(_Model):
+    """The image's retention policy (docs/retention.md); every duration is 0 or more.
+
+    ``end_of_life_days`` is the end of life a build gives a new version; the rest drives the
+    retention job. ``backup_days`` is used only when the catalogue has no lifecycle section
+    giving the backup duration.
+    """
+
+    keep_versions: int | None = Field(default=None, ge=0, le=1000)
     end_of_life_days: int | None = Field(default=None, ge=1, le=3650)
+    staged_max_age_days: int = Field(default=14, ge=0, le=3650)
+    failed: FailedRetention = Field(default_factory=FailedRetention)
+    backup_days: int = Field(default=30, ge=0, le=3650)
+    deprecation_days: int = Field(default=0, ge=0, le=3650)
+    retained_vm_days: int = Field(default=7, ge=0, le=3650)
+    orphan_min_age_hours: int = Field(default=24, ge=1, le=24 * 365)
+
+    def policy(self, backup_days: int | None = None) -> RetentionPolicy:
+        """The planner's policy; ``backup_days`` from the lifecycle section wins when given."""
+        return RetentionPolicy(
+            keep_versions=DEFAULT_KEEP_VERSIONS
+            if self.keep_versions is None
+            else self.keep_versions,
+            backup_days=self.backup_days if backup_days is None else backup_days,
+            staged_max_age_days=self.staged_max_age_days,
+            delete_failed_at_once=self.failed.delete_at_once,
+            deprecation_days=self.deprecation_days,
+            retained_vm_days=self.retained_vm_days,
+            orphan_min_age_hours=self.orphan_min_age_hours,
+        )
+
+
+DEFAULT_KEEP_VERSIONS: Final = 3
+
+
+def retention_policy(image: CatalogueImage) -> RetentionPolicy:
+    """The image's retention policy: its ``retention`` section (defaults when absent), with the
+    backup duration of a ``lifecycle`` section when the catalogue has one."""
+    lifecycle = getattr(image, "lifecycle", None)
+    backup_days = getattr(lifecycle, "backup_days", None)
+    return (image.retention or Retention()).policy(
+        backup_days if isinstance(backup_days, int) else None
+    )
+
+
+def _retention_keeps_something(image: CatalogueImage) -> list[tuple[str, str]]:
+    """keep_versions 0 keeps only the active version; an image that serves no host pool is never
+    activated, so that policy would keep nothing at all."""
+    if image.retention is not None and image.retention.keep_versions == 0 and not image.host_pools:
+        return [
+            (
+                "retention.keep_versions",
+                "0 keeps only the active version, and an image that serves no host pool never "
+                "has one: the policy would keep nothing (give 1 or more, or list host_pools)",
+            )
+        ]
+    return []
 
 
 class Lifecycle(_Model):
@@ -424,6 +484,112 @@ class Lifecycle(_Model):
                 ]
             )
         return self
+
+
+# -- validation on real session hosts, rings -------------------------------------------------
+
+HostPoolName = Annotated[
+    str,
+    AfterValidator(_formatted(r"[A-Za-z0-9][A-Za-z0-9._-]{2,63}", "a host pool name (3-64 chars)")),
+]
+SubscriptionId = Annotated[
+    str,
+    AfterValidator(
+        _formatted(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", "a subscription id")
+    ),
+]
+
+
+class HostPoolRef(_Model):
+    """A host pool by resource group and name (and subscription, when not the factory's)."""
+
+    subscription: SubscriptionId | None = None
+    resource_group: ResourceGroup
+    name: HostPoolName
+
+    def resource_id(self, default_subscription: str) -> str:
+        sub = self.subscription or default_subscription
+        return (
+            f"/subscriptions/{sub}/resourceGroups/{self.resource_group}"
+            f"/providers/{HOST_POOL_TYPE}/{self.name}"
+        )
+
+    def served_by(self, served: str) -> bool:
+        """Whether an entry of the image's ``host_pools`` (a name or an id) is this pool."""
+        if not served.startswith("/"):
+            return served.lower() == self.name.lower()
+        parsed = parse_resource_id(served)
+        if parsed is None:
+            return False
+        same_sub = self.subscription is None or (
+            parsed.subscription_id.lower() == self.subscription.lower()
+        )
+        return (
+            same_sub
+            and parsed.resource_group.lower() == self.resource_group.lower()
+            and parsed.name.lower() == self.name.lower()
+        )
+
+    def label(self) -> str:
+        return f"{self.resource_group}/{self.name}"
+
+
+class ValidationSettings(_Model):
+    """How a staged version is tried on real session hosts before it may be approved."""
+
+    host_pool: HostPoolRef
+    hosts: int = Field(default=1, ge=1, le=MAX_VALIDATION_HOSTS)
+    soak_minutes: int = Field(default=0, ge=0, le=10080)
+    test_group: Label | None = None
+    checks: list[SmokeCheck] = Field(default_factory=list, max_length=50)
+    vm_size: VmSize | None = None
+    register_timeout_minutes: int = Field(default=60, ge=5, le=480)
+    auto_start: bool = True
+
+
+class RingGate(_Model):
+    """The health a ring must show at the end of its soak for the version to move on."""
+
+    max_unhealthy_hosts: int = Field(default=0, ge=0, le=10000)
+    max_failed_connection_share: float = Field(default=0.05, ge=0, le=1)
+
+
+class Ring(_Model):
+    """One promotion ring: host pools that get the version together, a soak and a gate."""
+
+    name: Slug
+    host_pools: list[HostPoolRef] = Field(min_length=1, max_length=100)
+    soak_minutes: int = Field(default=60, ge=0, le=43200)
+    gate: RingGate = Field(default_factory=RingGate)
+
+
+def _pool_problems(
+    served: Sequence[str], validation: ValidationSettings | None, rings: Sequence[Ring]
+) -> list[tuple[str, str]]:
+    """Validation and ring host pools must be among the image's served ``host_pools``."""
+    known = ", ".join(served) or "none"
+
+    def unknown(ref: HostPoolRef) -> str:
+        return f"host pool {ref.label()!r} is unknown: not one of the image's host_pools ({known})"
+
+    problems: list[tuple[str, str]] = []
+    if validation is not None and not any(validation.host_pool.served_by(s) for s in served):
+        problems.append(("validation.host_pool", unknown(validation.host_pool)))
+    names: dict[str, int] = {}
+    pools: dict[str, str] = {}
+    for r, ring in enumerate(rings):
+        first = names.setdefault(ring.name, r)
+        if first != r:
+            problems.append((f"rings[{r}].name", f"duplicate ring {ring.name!r} (rings[{first}])"))
+        for p, ref in enumerate(ring.host_pools):
+            where = f"rings[{r}].host_pools[{p}]"
+            if not any(ref.served_by(s) for s in served):
+                problems.append((where, unknown(ref)))
+            key = f"{ref.subscription or ''}/{ref.label()}".lower()
+            other = pools.setdefault(key, where)
+            if other != where:
+                problems.append((where, f"host pool {ref.label()!r} is already in {other}"))
+    return problems
 
 
 def _windows_update_needs_restart(steps: Sequence[Any]) -> list[tuple[str, str]]:
@@ -468,10 +634,14 @@ class CatalogueImage(_Model):
     host_pools: list[Annotated[str, AfterValidator(_host_pool)]] = Field(default_factory=list)
     retention: Retention | None = None
     lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+    validation: ValidationSettings | None = None
+    rings: list[Ring] = Field(default_factory=list, max_length=20)
 
     @model_validator(mode="after")
     def _consistent(self) -> CatalogueImage:
-        problems: list[tuple[str, str]] = []
+        problems: list[tuple[str, str]] = _pool_problems(
+            self.host_pools, self.validation, self.rings
+        )
         seen_regions: dict[str, int] = {}
         for index, region in enumerate(self.target_regions):
             first = seen_regions.setdefault(region.name.lower(), index)
@@ -503,6 +673,7 @@ class CatalogueImage(_Model):
                     )
                 )
         problems += _windows_update_needs_restart(self.steps)
+        problems += _retention_keeps_something(self)
         if problems:
             raise _problems(problems)
         return self
@@ -665,6 +836,16 @@ _MESSAGES: Final = {
 }
 
 
+_UNION_KINDS: Final[dict[str, tuple[str, ...]]] = {"steps": STEP_KINDS, "checks": CHECK_KINDS}
+
+
+def _union_of(loc: tuple[Any, ...]) -> tuple[str, tuple[str, ...]]:
+    """Which tagged list an error is in: ("step", kinds) or ("check", kinds)."""
+    container = str(loc[-2]) if len(loc) >= 2 and isinstance(loc[-1], int) else "steps"
+    kinds = _UNION_KINDS.get(container, STEP_KINDS)
+    return ("check" if container == "checks" else "step"), kinds
+
+
 def _join(base: str, relative: str) -> str:
     if not relative:
         return base
@@ -683,10 +864,9 @@ def _field_errors(errors: Iterable[Any], prefix: str = "") -> list[FieldError]:
             if isinstance(part, int):
                 path += f"[{part}]"
             elif (
-                part in STEP_KINDS
-                and index >= 2
+                index >= 2
                 and isinstance(loc[index - 1], int)
-                and loc[index - 2] == "steps"
+                and part in _UNION_KINDS.get(str(loc[index - 2]), ())
             ):
                 continue  # the discriminated union's tag, not a field
             else:
@@ -697,15 +877,16 @@ def _field_errors(errors: Iterable[Any], prefix: str = "") -> list[FieldError]:
             for field, reason in ctx.get("problems", []):
                 out.append(FieldError(_join(path, field), reason))
         elif kind == "union_tag_invalid":
+            what, kinds = _union_of(loc)
             out.append(
                 FieldError(
                     _join(path, "kind"),
-                    f"unknown step kind {ctx.get('tag')!r}: "
-                    f"expected one of {', '.join(STEP_KINDS)}",
+                    f"unknown {what} kind {ctx.get('tag')!r}: expected one of {', '.join(kinds)}",
                 )
             )
         elif kind == "union_tag_not_found":
-            out.append(FieldError(_join(path, "kind"), f"required: one of {', '.join(STEP_KINDS)}"))
+            _, kinds = _union_of(loc)
+            out.append(FieldError(_join(path, "kind"), f"required: one of {', '.join(kinds)}"))
         else:
             out.append(FieldError(path, _MESSAGES.get(str(kind), str(err.get("msg", "invalid")))))
     return out

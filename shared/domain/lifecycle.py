@@ -54,6 +54,9 @@ class Action(StrEnum):
     REJECT = "reject"
     EXPIRE_APPROVAL = "expire_approval"  # no decision within approval_timeout_days
     ACTIVATE = "activate"
+    # the version enters one more ring (docs/validation.md): an approved version becomes active
+    # in its first ring; an active one stays active as it moves on to the next ring
+    PROMOTE_RING = "promote_ring"
     DEMOTE_TO_BACKUP = "demote_to_backup"
     ROLL_BACK = "roll_back"  # the active version is replaced by a rollback
     REACTIVATE = "reactivate"  # a backup or deprecated version becomes active again
@@ -73,6 +76,7 @@ _RULES: Final[Mapping[Action, tuple[frozenset[VersionState], VersionState]]] = {
     Action.REJECT: (frozenset({S.VALIDATED}), S.REJECTED),
     Action.EXPIRE_APPROVAL: (frozenset({S.VALIDATED}), S.REJECTED),
     Action.ACTIVATE: (frozenset({S.APPROVED}), S.ACTIVE),
+    Action.PROMOTE_RING: (frozenset({S.APPROVED, S.ACTIVE}), S.ACTIVE),
     Action.DEMOTE_TO_BACKUP: (frozenset({S.ACTIVE}), S.BACKUP),
     Action.ROLL_BACK: (frozenset({S.ACTIVE}), S.ROLLED_BACK),
     Action.REACTIVATE: (frozenset({S.BACKUP, S.DEPRECATED}), S.ACTIVE),

@@ -179,3 +179,14 @@ NIC_TYPE: Final = "Microsoft.Network/networkInterfaces"
 SUBNET_TYPE: Final = "Microsoft.Network/virtualNetworks/subnets"
 GALLERY_VERSION_TYPE: Final = "Microsoft.Compute/galleries/images/versions"
 HOST_POOL_TYPE: Final = "Microsoft.DesktopVirtualization/hostPools"
+
+# ---- retention and clean-up (docs/retention.md) ------------------------------------------
+# On a VM kept deallocated after a rollout replaced it (seed 002): ISO 8601 UTC instant after
+# which the retention job deletes it (with its NIC and disks). Written by the rollout.
+TAG_RETAIN_UNTIL: Final = "imagefactory:retain-until"
+# On a validation host (VM, NIC, disks) and its session host registration: the validation's
+# id. The validation orchestration's instance id contains it; a host whose validation no longer
+# runs is left over from an interrupted validation and is removed by the retention job.
+TAG_VALIDATION_ID: Final = "imagefactory:validation-id"
+# On a gallery version: ring names (comma-separated) that pin it; a pinned version is in use.
+TAG_PINNED_RINGS: Final = "imagefactory:pinned-rings"
