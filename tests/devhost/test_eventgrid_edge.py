@@ -137,7 +137,9 @@ def marketplace_cloud_event(source: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "function", ["on_marketplace_image_published", "on_sysprep_signal"], ids=["market", "sysprep"]
+    "function",
+    ["on_marketplace_image_published", "on_sysprep_signal", "on_resource_event"],
+    ids=["market", "sysprep", "resource"],
 )
 def test_a_foreign_cloudevent_is_acknowledged_by_every_event_grid_function(
     app_host: DevHost, function: str
@@ -152,7 +154,7 @@ def test_a_foreign_cloudevent_is_acknowledged_by_every_event_grid_function(
 
 def test_every_event_grid_function_of_the_app_is_covered(app_host: DevHost) -> None:
     listed = {f["name"] for f in app_host.functions_listing() if f["trigger"] == "eventGridTrigger"}
-    assert listed == {"on_marketplace_image_published", "on_sysprep_signal"}
+    assert listed == {"on_marketplace_image_published", "on_sysprep_signal", "on_resource_event"}
 
 
 def test_deep_json_to_the_build_route_is_a_400_naming_the_body(app_host: DevHost) -> None:
