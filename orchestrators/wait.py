@@ -11,6 +11,12 @@ A poll is not the operation: a poll that fails for a temporary reason (429, 503,
 is only a poll without news. The wait backs off (respecting Retry-After) and keeps polling until
 its own deadline; only the deadline, a permanent error or the verdict ends it. A failed
 operation's error (Azure's code and message) is carried word for word into the failure.
+
+Event-first (docs/events.md, "Resource events"): a wait given the resource it watches and the
+kind of operation (``write``, ``delete``, ``deallocate``) is named after them
+(``shared.names.resource_wait_instance_id``), so ``on_resource_event`` can raise Azure's
+resource event to it without any state; it then polls only every ``SAFETY_POLL_SECONDS`` in
+case an event is late or lost. An event is a hint: the wait decides on its own GET.
 """
 
 from __future__ import annotations
