@@ -176,14 +176,14 @@ def follow_build(
     world: World, image: str, *, real_timeout: float = 300.0, echo: bool = True
 ) -> dict[str, Any]:
     """Watch the image's queue until a build has run, printing progress as it changes."""
-    from shared.names import build_instance_id, queue_instance_id
+    from shared.names import ENTITY_BUILD_QUEUE, build_instance_id
 
     deadline = time.monotonic() + real_timeout
     last_step: tuple[str, str] = ("", "")
     build_id: str | None = None
     while time.monotonic() < deadline:
-        queue = world.status(queue_instance_id(image)) or {}
-        custom = queue.get("customStatus") or {}
+        exists, state = world.host.engine.read_entity(ENTITY_BUILD_QUEUE, image)
+        custom = json.loads(state) if exists and state else {}
         running = custom.get("running") or {}
         if running.get("build_id"):
             build_id = running["build_id"]

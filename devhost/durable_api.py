@@ -93,6 +93,12 @@ class EngineApi(Protocol):
 
     def terminate(self, instance_id: str, reason: str | None = None) -> None: ...
 
+    def signal_entity(
+        self, name: str, key: str, operation: str, input_json: str | None = None
+    ) -> None: ...
+
+    def read_entity(self, name: str, key: str) -> tuple[bool, str | None]: ...
+
     def purge(self, instance_id: str) -> bool: ...
 
     def purge_many(
@@ -366,9 +372,7 @@ class DurableApi:
             instance_id = "/".join(parts[2:]) if len(parts) > 2 else None
             return self.start(request, parts[1], instance_id)
         if head == "entities":
-            raise _durable_error(
-                501, "NotImplemented", "durable entities are not supported by the devhost"
-            )
+            return self.entity(request, parts[1:])
         if head != "instances":
             raise _no_such_api(request)
         if len(parts) == 1:
@@ -436,6 +440,40 @@ class DurableApi:
             if status is not None and status.get("runtimeStatus") in FINISHED:
                 return json_response(200, status)
         return self.check_status_response(request, new_id)
+
+    def entity(self, request: Request, path: list[str]) -> Response:
+        """``GET entities/{name}/{key}`` reads an entity's state (404 while it has none);
+        ``POST entities/{name}/{key}?op=`` signals it (202): the body is the operation input."""
+        if len(path) < 2 or not path[0] or not "/".join(path[1:]):
+            raise _durable_error(
+                400, "BadRequest", "an entity is addressed as entities/{name}/{key}"
+            )
+        name, key = path[0], "/".join(path[1:])
+        try:
+            if request.method == "GET":
+                exists, state = self.engine.read_entity(name, key)
+                if not exists:
+                    raise _durable_error(
+                        404, "EntityNotFound", f"No entity with ID '@{name.lower()}@{key}' found."
+                    )
+                body = b"null" if state is None else state.encode("utf-8")
+                return Response(200, [("Content-Type", "application/json; charset=utf-8")], body)
+            if request.method == "POST":
+                input_json = None
+                if request.body.strip():
+                    # The host parses the JSON body and stores the value serialized again.
+                    input_json = json.dumps(request.json("entity operation input"))
+                self.engine.signal_entity(name, key, request.param("op") or "", input_json)
+                return Response(202, [], b"")
+        except (UnknownFunctionError, ValueError) as exc:
+            if isinstance(exc, UnknownFunctionError):
+                raise _durable_error(
+                    400,
+                    "UnknownFunction",
+                    f"No entity function named '{name}' is registered: {exc}",
+                ) from None
+            raise _durable_error(400, "BadRequest", str(exc)) from None
+        raise _no_such_api(request)
 
     def status(self, request: Request, instance_id: str) -> Response:
         status = self._status_or_404(

@@ -26,9 +26,28 @@ client sends those (1.7's ``RetryOptions`` does not). ``retryTimeoutInMillisecon
 honoured: DTFx would then give up without the timer, which leaves the 1.7 SDK waiting forever.
 
 External events are matched to waits case-insensitively; an event nobody waits for yet is kept
-(per instance, across continue-as-new) and delivered, oldest first, once a wait for its name is
-scheduled. Timers the orchestrator cancels are dropped. Entities and durable HTTP calls are not
-supported: an orchestrator that uses them fails with a message saying so.
+within the execution and delivered, oldest first, once a wait for its name is scheduled. When the
+execution continues as new, events it has received and not consumed are *discarded*, as the
+Functions host does for the Python SDK 1.x, whose ``continue_as_new`` cannot ask to keep them
+(azure-functions-durable-python#331); events raised after the continue-as-new is committed go to
+the new execution. Timers the orchestrator cancels are dropped.
+
+Durable entities follow the extension's out-of-process protocol. An entity is an instance with
+the id ``@<name lowercased>@<key>`` whose row keeps the scheduler state (``exists`` and the
+entity's state JSON) as its input, as the extension's entity scheduler carries it across its
+continue-as-new. Operation requests (signals from clients, ``CallEntity``/``SignalEntity``
+actions of orchestrations) are messages to that instance, processed one batch at a time in
+arrival order: one call of the entity function gets the batch (``self``, ``exists``, ``state``,
+``batch`` of ``name``/``input``/``isSignal``/``id``), its result (``entityExists``,
+``entityState``, ``results``) becomes the new state and, for each call, a response to the
+calling execution; state, consumed requests and responses are one store commit. An
+orchestration's ``CallEntity`` is recorded as ``EventSent`` (``EventId`` = its sequence number,
+``Input`` = the request with its ``id``); the response comes back as ``EventRaised`` named by
+that id carrying ``{"result": ..., "exceptionType": "Error"}`` (the latter only for a failed
+operation), which the SDK turns into the task's value or exception. A ``SignalEntity`` action
+takes a sequence number too (``EventSent`` with that ``EventId``), as the extension's context
+numbers it and SDK 1.7 counts it (``_record_fire_and_forget_action``). Durable HTTP calls are
+not supported: an orchestrator that uses them fails with a message saying so.
 """
 
 from __future__ import annotations
@@ -43,7 +62,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -51,12 +70,13 @@ from typing import Any
 
 from devhost import history as h
 from devhost.clock import BaseClock, Participant
-from devhost.functions import ACTIVITY, ORCHESTRATION, FunctionIndex, FunctionInfo
+from devhost.functions import ACTIVITY, ENTITY, ORCHESTRATION, FunctionIndex, FunctionInfo
 from devhost.invoke import (
     ActivityOutcome,
     AsyncRunner,
     install_fast_timestamps,
     run_activity,
+    run_entity_batch,
     run_orchestrator,
 )
 from devhost.store import (
@@ -119,10 +139,33 @@ MSG_SUB_FAILED = "SubOrchestrationInstanceFailed"
 MSG_TIMER = "TimerFired"
 MSG_EVENT = "EventRaised"
 MSG_TERMINATE = "Terminate"
+MSG_ENTITY_OP = "EntityOperation"  # a request to an entity (signal or call)
+MSG_ENTITY_RESPONSE = "EntityResponse"  # an entity's answer to a calling orchestration
 _RESULT_KINDS = frozenset({MSG_TASK_COMPLETED, MSG_TASK_FAILED, MSG_SUB_COMPLETED, MSG_SUB_FAILED})
 
 # An episode cheaper than this (real seconds) is never deferred to batch more results.
 DEFER_MIN_COST = 0.005
+
+
+def entity_instance_id(name: str, key: str) -> str:
+    """The scheduler id of an entity: ``@<name lowercased>@<key>`` (EntityId.get_scheduler_id)."""
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError("entity name must be a non-empty string")
+    if not isinstance(key, str) or not key:
+        raise ValueError("entity key must be a non-empty string")
+    if "@" in name:
+        raise ValueError(f"entity name {name!r} must not contain '@'")
+    return f"@{name.lower()}@{key}"
+
+
+def split_entity_id(instance_id: str) -> tuple[str, str] | None:
+    """``(name, key)`` of an entity's scheduler id, None when it is no entity id."""
+    if not instance_id.startswith("@"):
+        return None
+    name, sep, key = instance_id[1:].partition("@")
+    if not sep or not name or not key:
+        return None
+    return name, key
 
 
 class InstanceNotFoundError(LookupError):
@@ -206,6 +249,8 @@ def _signature(action: dict[str, Any]) -> tuple[int, str]:
     kind = int(action.get("actionType", -1))
     if kind == WAIT_FOR_EXTERNAL_EVENT:
         return kind, str(action.get("externalEventName") or "")
+    if kind in (CALL_ENTITY, SIGNAL_ENTITY):
+        return kind, f"{action.get('instanceId')}:{action.get('operation')}"
     return kind, str(action.get("functionName") or "")
 
 
@@ -231,6 +276,7 @@ class _Meta:
     delivered: dict[str, int] = field(default_factory=dict)
     wait_names: dict[str, str] = field(default_factory=dict)
     buffer: list[dict[str, Any]] = field(default_factory=list)
+    entity_calls: dict[str, int] = field(default_factory=dict)  # request id -> task id
 
     def to_json(self) -> str:
         return json.dumps(
@@ -247,6 +293,7 @@ class _Meta:
                 "delivered": self.delivered,
                 "wait_names": self.wait_names,
                 "buffer": self.buffer,
+                "entity_calls": self.entity_calls,
             },
             separators=(",", ":"),
         )
@@ -271,6 +318,7 @@ class _Meta:
             delivered=dict(raw.get("delivered") or {}),
             wait_names=dict(raw.get("wait_names") or {}),
             buffer=list(raw.get("buffer") or []),
+            entity_calls={str(k): int(v) for k, v in (raw.get("entity_calls") or {}).items()},
         )
 
 
@@ -352,6 +400,9 @@ class Engine:
         self._pool: ThreadPoolExecutor | None = None
         self._runner = AsyncRunner()
         self.episodes = 0  # episodes run (benchmarks, tests)
+        # Called on the dispatcher thread after each committed episode or entity batch, with the
+        # instance id (tests use it to act at an exact step; the dispatcher waits for it).
+        self.on_step: Callable[[str], None] | None = None
         self.activity_calls = 0
         if fast_timestamps:
             install_fast_timestamps()
@@ -494,6 +545,41 @@ class Engine:
         payload = json.dumps({"Name": event_name, "Input": _dumps(data, "event data")})
         self._send_to_instance(instance_id, MSG_EVENT, payload)
 
+    def signal_entity(
+        self, name: str, key: str, operation: str, input_json: str | None = None
+    ) -> None:
+        """Queue a one-way operation on an entity (created on first use), as a client signals.
+
+        ``input_json`` is the operation input as the extension stores it in the request (the
+        JSON of the value the client posted); None when the client sent no body.
+        """
+        self._lookup_entity(name)
+        instance_id = entity_instance_id(name, key)
+        request = {
+            "op": str(operation or ""),
+            "signal": True,
+            "input": input_json,
+            "id": str(uuid.uuid4()),
+            "parent": None,
+            "parentExecution": None,
+        }
+        with self._lock:
+            message = self._message(instance_id, MSG_ENTITY_OP, json.dumps(request))
+            self.store.commit(Commit(add_messages=[message]))
+            self._admit(message)
+        self._signal()
+
+    def read_entity(self, name: str, key: str) -> tuple[bool, str | None]:
+        """Whether the entity exists, and its state JSON (what ``read_entity_state`` reads)."""
+        record = self.store.get_instance(entity_instance_id(name, key))
+        if record is None:
+            return False, None
+        scheduler = _loads(record.input) or {}
+        if not isinstance(scheduler, dict) or not scheduler.get("exists"):
+            return False, None
+        state = scheduler.get("state")
+        return True, state if isinstance(state, str) else None
+
     def terminate(self, instance_id: str, reason: str | None = None) -> None:
         """Terminate a Pending or Running instance (InstanceCompletedError once it finished)."""
         self._send_to_instance(instance_id, MSG_TERMINATE, json.dumps({"Reason": reason}))
@@ -573,9 +659,18 @@ class Engine:
                 return info
         return self.index.get(name, kind)  # raises UnknownFunctionError listing the known ones
 
+    def _lookup_entity(self, name: str) -> FunctionInfo:
+        """The entity function serving entity ``name`` (its trigger's ``entityName`` or, without
+        one, the function name), case-insensitively as entity ids are."""
+        lowered = name.lower()
+        for info in self.index.of_type(ENTITY):
+            if entity_name_of(info).lower() == lowered:
+                return info
+        return self.index.get(name, ENTITY)  # raises UnknownFunctionError listing the known ones
+
     def _missing(self, name: str, kind: str) -> str:
         """The host's message for a call to a function the app does not define."""
-        what = "activity" if kind == ACTIVITY else "orchestrator"
+        what = {ACTIVITY: "activity", ENTITY: "entity"}.get(kind, "orchestrator")
         known = ", ".join(f.name for f in self.index.of_type(kind)) or "none"
         return (
             f"The function '{name}' doesn't exist, is disabled, or is not an {what} function. "
@@ -859,6 +954,9 @@ class Engine:
 
     def _run_episode(self, instance_id: str, messages: list[Message], epoch: int) -> None:
         messages.sort(key=lambda m: m.msg_id)
+        if split_entity_id(instance_id) is not None:
+            self._run_entity_batch(instance_id, messages, epoch)
+            return
         runtime = self._load_runtime(instance_id)
         if runtime is None or runtime.record.status in FINISHED_STATUSES:
             episode = _Episode(commit=Commit(delete_messages=[m.msg_id for m in messages]))
@@ -893,6 +991,146 @@ class Engine:
             self._changed.notify_all()
         if episode.messages:
             self._signal()
+        self._stepped(instance_id)
+
+    # -- entities -------------------------------------------------------------------------------
+    def _run_entity_batch(self, instance_id: str, messages: list[Message], epoch: int) -> None:
+        """One batch of an entity: every queued request, in arrival order, in one function call."""
+        name, key = split_entity_id(instance_id) or ("", "")
+        requests: list[dict[str, Any]] = []
+        for m in messages:
+            if m.kind == MSG_ENTITY_OP:
+                requests.append(json.loads(m.payload))
+            else:
+                log.warning("entity %s: ignored a message of kind %s", instance_id, m.kind)
+        record = self.store.get_instance(instance_id)
+        scheduler: dict[str, Any] = {"exists": False, "state": None}
+        if record is not None and isinstance(_loads(record.input), dict):
+            scheduler = dict(_loads(record.input))
+        now = self.clock.now()
+        commit = Commit(delete_messages=[m.msg_id for m in messages])
+        results: list[dict[str, Any]] = []
+        function_name = name
+        try:
+            info = self._lookup_entity(name)
+        except LookupError:
+            error = self._missing(name, ENTITY)
+            results = [{"isError": True, "result": json.dumps(error)} for _ in requests]
+        else:
+            function_name = info.name
+            if requests:
+                results = self._entity_results(info, name, key, scheduler, requests)
+        responses: list[Message] = []
+        for request, result in zip(requests, results, strict=True):
+            parent = request.get("parent")
+            if request.get("signal") or not parent:
+                if result.get("isError"):
+                    log.warning(
+                        "entity %s: signalled operation %r failed: %s",
+                        instance_id,
+                        request.get("op"),
+                        result.get("result"),
+                    )
+                continue
+            response: dict[str, Any] = {"result": result.get("result")}
+            if result.get("isError"):
+                response["exceptionType"] = "Error"
+            responses.append(
+                self._message(
+                    str(parent),
+                    MSG_ENTITY_RESPONSE,
+                    json.dumps({"Name": request.get("id"), "Input": json.dumps(response)}),
+                    execution_id=request.get("parentExecution"),
+                    at=now,
+                )
+            )
+        commit.add_messages.extend(responses)
+        if record is None:
+            record = InstanceRecord(
+                instance_id=instance_id,
+                name=function_name,
+                execution_id=uuid.uuid4().hex,
+                status=RUNNING,
+                created=now,
+                updated=now,
+            )
+        commit.instances.append(
+            replace(record, status=RUNNING, updated=now, input=json.dumps(scheduler))
+        )
+        with self._lock:
+            if self._epoch.get(instance_id, 0) != epoch:
+                self._done_work(len(messages))
+                return
+            self.store.commit(commit)
+            self._errors.pop(instance_id, None)
+            self.episodes += 1
+            for message in responses:
+                self._admit(message)
+            self._done_work(len(messages))
+            self._changed.notify_all()
+        if responses:
+            self._signal()
+        self._stepped(instance_id)
+
+    def _entity_results(
+        self,
+        info: FunctionInfo,
+        name: str,
+        key: str,
+        scheduler: dict[str, Any],
+        requests: list[dict[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Run the batch through the entity function; update ``scheduler``; one result each."""
+        batch = [
+            {
+                "name": r.get("op"),
+                "input": r.get("input"),
+                "isSignal": bool(r.get("signal")),
+                "id": r.get("id"),
+            }
+            for r in requests
+        ]
+        request_json = json.dumps(
+            {
+                "self": {"name": name, "key": key},
+                "exists": bool(scheduler.get("exists")),
+                "state": scheduler.get("state"),
+                "batch": batch,
+            }
+        )
+        outcome = run_entity_batch(info, request_json)
+        if outcome.result is None:
+            # The function itself failed (not one operation): every operation fails with it,
+            # the state stays as it was.
+            text = json.dumps(f"the entity function '{info.name}' failed: {outcome.error}")
+            return [{"isError": True, "result": text} for _ in requests]
+        raw: list[Any] = list(outcome.result.get("results") or [])
+        results: list[dict[str, Any]] = []
+        for position in range(len(requests)):
+            item = raw[position] if position < len(raw) else None
+            if not isinstance(item, dict):
+                item = {"isError": True, "result": json.dumps("the entity returned no result")}
+            results.append(item)
+        exists = bool(outcome.result.get("entityExists"))
+        state = outcome.result.get("entityState") if exists else None
+        scheduler["exists"] = exists
+        scheduler["state"] = state if isinstance(state, str) or state is None else json.dumps(state)
+        return results
+
+    def _stepped(self, instance_id: str) -> None:
+        hook = self.on_step
+        if hook is None:
+            return
+        with self._lock:  # the hook is work: wait_idle waits for it, the clock stands still
+            self._work += 1
+            self.participant.enter()
+        try:
+            hook(instance_id)
+        except Exception:
+            log.exception("engine %s: the step hook failed", self.name)
+        finally:
+            with self._lock:
+                self._done_work()
 
     def _load_runtime(self, instance_id: str) -> _Runtime | None:
         runtime = self._runtimes.get(instance_id)
@@ -959,6 +1197,13 @@ class Engine:
                 delivered = self._deliver(meta, m, payload)
                 if delivered is not None:
                     others.append(delivered)
+            elif m.kind == MSG_ENTITY_RESPONSE:
+                request_id = str(payload.get("Name"))
+                task_id = meta.entity_calls.pop(request_id, None)
+                if task_id is None or meta.open.pop(task_id, None) is None:
+                    log.warning("%s: dropped an entity response to %s", m.instance_id, request_id)
+                    continue
+                others.append(h.event_raised(m.created, request_id, payload.get("Input")))
             elif m.kind in (MSG_TASK_COMPLETED, MSG_SUB_COMPLETED):
                 task_id = int(payload["TaskScheduledId"])
                 if meta.open.pop(task_id, None) is None:
@@ -1132,6 +1377,12 @@ class Engine:
             elif kind == CONTINUE_AS_NEW:
                 continue_with = action
                 continue
+            elif kind in (CALL_ENTITY, SIGNAL_ENTITY):
+                problem = self._entity_request(episode, runtime, action, task_id, now, decisions)
+                if problem is not None:
+                    unsupported = problem
+                    break
+                continue
             else:
                 unsupported = ACTION_NAMES.get(kind, f"action type {kind}")
                 break
@@ -1177,6 +1428,44 @@ class Engine:
             appended=[*new_events, *decisions, h.orchestrator_completed(now)],
         )
         return episode
+
+    def _entity_request(
+        self,
+        episode: _Episode,
+        runtime: _Runtime,
+        action: dict[str, Any],
+        task_id: int,
+        now: datetime,
+        decisions: list[h.Event],
+    ) -> str | None:
+        """A CallEntity or SignalEntity action: ``EventSent`` and the request message to the
+        entity. None, or why the action cannot be honoured."""
+        record = runtime.record
+        target = str(action.get("instanceId") or "")
+        if split_entity_id(target) is None:
+            return f"an entity action whose instanceId {target!r} is no entity id (@name@key)"
+        signal = int(action.get("actionType", -1)) == SIGNAL_ENTITY
+        operation = action.get("operation")
+        value = action.get("input")
+        request_id = str(uuid.uuid4())
+        request: dict[str, Any] = {
+            "op": "" if operation is None else str(operation),
+            "signal": signal,
+            # The extension serializes the input it got (the SDK's JSON text) once more.
+            "input": None if value is None else json.dumps(value),
+            "id": request_id,
+            "parent": record.instance_id,
+            "parentExecution": None if signal else record.execution_id,
+        }
+        text = json.dumps(request)
+        decisions.append(h.event_sent(now, task_id, target, "op", text))
+        if not signal:
+            runtime.meta.open[task_id] = "entity"
+            runtime.meta.entity_calls[request_id] = task_id
+        message = self._message(target, MSG_ENTITY_OP, text, at=now)
+        episode.commit.add_messages.append(message)
+        episode.messages.append(message)
+        return None
 
     def _request(self, runtime: _Runtime, record: InstanceRecord, new_events: list[h.Event]) -> str:
         """The host's request JSON: old events played, the new ones not."""
@@ -1547,13 +1836,24 @@ class Engine:
         now: datetime,
         action: dict[str, Any],
     ) -> None:
-        """A fresh execution with the new input; kept events carry over, history starts anew."""
+        """A fresh execution with the new input and a new history.
+
+        Events the execution received and did not consume are discarded, as the host does for
+        the Python SDK 1.x (azure-functions-durable-python#331).
+        """
         meta = runtime.meta
+        if meta.buffer:
+            log.info(
+                "%s: continue-as-new discards %d unconsumed event(s): %s",
+                record.instance_id,
+                len(meta.buffer),
+                ", ".join(str(item.get("Name")) for item in meta.buffer),
+            )
         for msg_id in meta.timers.values():
             episode.cancelled_timers.append(msg_id)
             episode.commit.delete_messages.append(msg_id)
         execution_id = uuid.uuid4().hex
-        fresh = _Meta(buffer=list(meta.buffer), last_started=h.iso(now))
+        fresh = _Meta(last_started=h.iso(now))
         new_input = action.get("input")
         record = replace(
             record,
@@ -1653,6 +1953,11 @@ class Engine:
                 with self._lock:
                     self._done_work(len(batch))
             self._signal()
+
+
+def entity_name_of(info: FunctionInfo) -> str:
+    """The entity name an entity function serves: ``entityName`` of its trigger, else its name."""
+    return str(info.trigger.get("entityName") or info.name)
 
 
 def _encode_token(created: str, instance_id: str) -> str:

@@ -170,6 +170,15 @@ def timer_fired(at: datetime, timer_id: int, fire_at: datetime) -> Event:
     return _event(EventType.TimerFired, at, TimerId=timer_id, FireAt=iso(fire_at))
 
 
+def event_sent(
+    at: datetime, event_id: int, instance_id: str, name: str, input_json: str | None
+) -> Event:
+    """``EventSent``: a message to another instance (an entity request carries its ``id``)."""
+    return _event(
+        EventType.EventSent, at, event_id, InstanceId=instance_id, Name=name, Input=input_json
+    )
+
+
 def event_raised(at: datetime, name: str, input_json: str | None) -> Event:
     return _event(EventType.EventRaised, at, Name=name, Input=input_json)
 
@@ -275,6 +284,11 @@ def status_history(events: list[Event], show_output: bool) -> list[dict[str, Any
             item["FireAt"] = event.get("FireAt")
             if kind is EventType.TimerFired:
                 item["TimerId"] = event.get("TimerId")
+        elif kind is EventType.EventSent:
+            item["InstanceId"] = event.get("InstanceId")
+            item["Name"] = event.get("Name")
+            if show_output:
+                item["Input"] = _loads_or_text(event.get("Input"))
         elif kind is EventType.EventRaised:
             item["Name"] = event.get("Name")
             if show_output:

@@ -1,14 +1,16 @@
-"""Calling orchestrator and activity functions the way the Python worker does.
+"""Calling orchestrator, entity and activity functions the way the Python worker does.
 
 The worker decodes a trigger with the binding's converter from ``azure.functions``
 (``OrchestrationTriggerConverter`` gives an ``OrchestrationContext`` whose body is the host's
 request JSON; ``ActivityTriggerConverter`` JSON-decodes the activity input with the durable
 codec), calls the user function with that value under the trigger's parameter name (and
 ``context`` when the function asks for one), and encodes the return value with the same
-converter. A failing function becomes an ``RpcException`` whose message is
-``"<ExceptionType>: <message>"``; the Durable extension reports a failed activity as
-``Activity function '<name>' failed: <that message>``. Async activities run on one event loop
-thread, as the worker runs coroutine functions.
+converter. An entity function gets the whole batch in one call (``EntityTriggerConverter``: an
+``EntityContext`` whose body is the batch request JSON) and returns the batch result JSON
+(``entityExists``, ``entityState``, ``results``, ``signals``). A failing function becomes an
+``RpcException`` whose message is ``"<ExceptionType>: <message>"``; the Durable extension
+reports a failed activity as ``Activity function '<name>' failed: <that message>``. Async
+activities run on one event loop thread, as the worker runs coroutine functions.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 from azure.functions import meta
 from azure.functions.durable_functions import (
     ActivityTriggerConverter,
+    EnitityTriggerConverter,
     OrchestrationTriggerConverter,
 )
 
@@ -273,3 +276,31 @@ def run_orchestrator(info: FunctionInfo, request_json: str) -> OrchestratorOutco
             state=None, error=f"the orchestrator returned {type(state).__name__}, not a state"
         )
     return OrchestratorOutcome(state=state)
+
+
+@dataclass(frozen=True)
+class EntityBatchOutcome:
+    """What an entity batch gave: the SDK's result JSON, or the error the function raised."""
+
+    result: dict[str, Any] | None
+    error: str | None = None
+
+
+def run_entity_batch(info: FunctionInfo, request_json: str) -> EntityBatchOutcome:
+    """Run one entity batch as the worker does: batch request JSON in, batch result JSON out."""
+    context = EnitityTriggerConverter.decode(
+        meta.Datum(type="string", value=request_json), trigger_metadata={}
+    )
+    try:
+        returned = info.user_function(**{info.trigger_param: context})
+        datum = EnitityTriggerConverter.encode(returned, expected_type=None)
+    except Exception as exc:
+        return EntityBatchOutcome(result=None, error=f"{type(exc).__name__}: {exc}")
+    raw = datum.value
+    try:
+        result = json.loads(raw) if isinstance(raw, str | bytes) else raw
+    except ValueError as exc:
+        return EntityBatchOutcome(result=None, error=f"the entity returned no valid JSON: {exc}")
+    if not isinstance(result, dict) or not isinstance(result.get("results"), list):
+        return EntityBatchOutcome(result=None, error="the entity returned no batch result")
+    return EntityBatchOutcome(result=result)

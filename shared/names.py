@@ -13,7 +13,6 @@ from typing import Final
 
 # Orchestrators
 ORCH_SAMPLE_FANOUT: Final = "sample_fanout"
-ORCH_IMAGE_BUILD_QUEUE: Final = "image_build_queue"
 ORCH_BUILD_IMAGE: Final = "build_image"
 ORCH_CLEANUP_BUILD: Final = "cleanup_build"
 ORCH_WAIT_FOR_OPERATION: Final = "wait_for_operation"
@@ -26,6 +25,11 @@ ORCH_RETENTION: Final = "retention_run"
 
 ORCH_VALIDATE_VERSION: Final = "validate_version"
 ORCH_PROMOTE_RINGS: Final = "promote_rings"
+
+ORCH_BUILD_REQUEST: Final = "build_request"
+
+# Durable entities
+ENTITY_BUILD_QUEUE: Final = "image_build_queue"  # one per image (key: the image name)
 
 # Activities: the sample
 ACT_SAMPLE_WORK: Final = "sample_work"
@@ -72,7 +76,6 @@ ACT_GET_RING_CLAIM: Final = "get_ring_claim"
 ACT_SET_RING_STATE: Final = "set_ring_state"
 
 # External events raised to orchestrations
-EVT_BUILD_REQUESTED: Final = "BuildRequested"
 EVT_SYSPREP_FINISHED: Final = "SysprepFinished"
 EVT_CANCEL: Final = "Cancel"
 EVT_RING_RESUME: Final = "RingResume"
@@ -92,11 +95,6 @@ EG_RETENTION_COMPLETED: Final = "ImageFactory.RetentionCompleted"
 
 
 # Orchestration instance ids (one place, so triggers, tools and orchestrators agree)
-def queue_instance_id(image: str) -> str:
-    """The per-image build queue: ``image-builds:<image>``."""
-    return f"image-builds:{image}"
-
-
 def build_instance_id(build_id: str) -> str:
     """One build: ``build:<build id>`` (its waits and clean-up are children of it)."""
     return f"build:{build_id}"
@@ -147,6 +145,26 @@ def validation_instance_id(image: str, version: str) -> str:
 def rings_instance_id(image: str, version: str) -> str:
     """The ring-by-ring promotion of one version: ``rings:<image>:<version>``."""
     return f"rings:{image}:{version}"
+
+
+BUILD_REQUEST_PREFIX: Final = "build-request:"
+
+
+def build_request_instance_id(image: str, key: str) -> str:
+    """One build request: ``build-request:<image>:<16 hex of the key's SHA-256>``.
+
+    Derived from (image, key) only, so a repeated request maps to the same instance and is
+    idempotent; the key is hashed so any key fits Durable's 100-character instance ids.
+    """
+    digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:16]
+    return f"{BUILD_REQUEST_PREFIX}{image}:{digest}"
+
+
+def sequenced_build_id(image: str, sequence: int) -> str:
+    """A build id from the image's queue sequence: ``<image>-000042`` (unique by construction)."""
+    if sequence < 1:
+        raise ValueError(f"a build sequence starts at 1, got {sequence}")
+    return f"{image}-{sequence:06d}"
 
 
 # Waits for an Azure operation that resource events can end (docs/events.md, "Resource events").

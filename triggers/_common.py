@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from typing import Any
 
+import azure.durable_functions as df
 import azure.functions as func
 
 from shared import names
 from shared.errors import FieldError, InputError
-from shared.names import queue_instance_id
 
 log = logging.getLogger("imagefactory.triggers")
 
@@ -137,16 +138,39 @@ def runtime_status(status: Any) -> str | None:
 
 
 async def request_build(client: Any, image: str, request: dict[str, Any]) -> dict[str, Any]:
-    """Hand a build request to the image's queue, starting the queue if it is not running."""
-    instance_id = queue_instance_id(image)
-    if runtime_status(await client.get_status(instance_id)) not in RUNNING:
-        try:
-            await client.start_new(names.ORCH_IMAGE_BUILD_QUEUE, instance_id, {"image": image})
-        except Exception:
-            # Another request may have started it between our read and our start: only then
-            # is the failure harmless.
-            if runtime_status(await client.get_status(instance_id)) not in RUNNING:
-                raise
-    await client.raise_event(instance_id, names.EVT_BUILD_REQUESTED, request)
-    log.info("build requested for %s with key %s", image, request.get("key"))
-    return {"image": image, "queue_instance_id": instance_id, "key": request.get("key")}
+    """Start the request's orchestration (idempotent per image and key); what a caller can follow.
+
+    A request whose instance is still running (the same key asked again) is not started twice.
+    A queue whose runner ended without releasing its role (terminated, failed) is released
+    first, so the new request can take over the queue.
+    """
+    key = str(request.get("key") or f"anonymous:{uuid.uuid4().hex}")
+    instance_id = names.build_request_instance_id(image, key)
+    queue = df.EntityId(names.ENTITY_BUILD_QUEUE, image)
+    answer: dict[str, Any] = {"image": image, "key": key, "request_instance_id": instance_id}
+    if runtime_status(await client.get_status(instance_id)) in RUNNING:
+        log.info("build request %s for %s is already in progress", key, image)
+        await client.signal_entity(queue, "repeat", {"key": key})
+        return {**answer, "outcome": "in progress"}
+    state = (await client.read_entity_state(queue)).entity_state
+    runner = state.get("runner") if isinstance(state, dict) else None
+    # This request's own instance is not running (checked above): if it is the runner, it is lost.
+    if runner and (
+        runner == instance_id or runtime_status(await client.get_status(runner)) not in RUNNING
+    ):
+        log.warning("the build queue of %s lost its runner %s: releasing it", image, runner)
+        await client.signal_entity(queue, "release", {"runner": runner})
+    try:
+        await client.start_new(
+            names.ORCH_BUILD_REQUEST,
+            instance_id,
+            {"image": image, "key": key, "request": {**request, "key": key}},
+        )
+    except Exception:
+        # The same request may have started it between our read and our start: only then is
+        # the failure harmless.
+        if runtime_status(await client.get_status(instance_id)) not in RUNNING:
+            raise
+        return {**answer, "outcome": "in progress"}
+    log.info("build requested for %s with key %s", image, key)
+    return {**answer, "outcome": "submitted"}

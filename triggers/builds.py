@@ -1,8 +1,11 @@
 """HTTP: start a build by hand and read the build queue of an image (ITSM tools, operators).
 
 ``POST /api/images/{image}/builds`` queues a build (202); a repeated ``Idempotency-Key`` (header
-or ``key`` field) is dropped by the queue, so a retried ITSM call never builds twice.
-``GET /api/images/{image}/builds`` shows the queue; ``GET /api/builds/{build_id}`` one build.
+or ``key`` field) is dropped by the queue, so a retried ITSM call never builds twice. The answer
+names the request's own status URL (``Location``): its custom status and output carry the
+queue's answer (``accepted`` with the build id, ``duplicate`` or ``refused``) once given.
+``GET /api/images/{image}/builds`` shows the queue (the image's queue entity);
+``GET /api/builds/{build_id}`` one build.
 Every route needs a function key in Azure (auth level FUNCTION).
 
 Bodies go through ``parse_json_body``: over 256 KiB is ``413`` naming the limit, malformed or
@@ -20,9 +23,10 @@ import azure.durable_functions as df
 import azure.functions as func
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from shared import names
 from shared.app_catalogue import find_image
 from shared.errors import InputError, NotFoundError, field_errors_from_pydantic
-from shared.names import build_instance_id, queue_instance_id
+from shared.names import build_instance_id
 from triggers._common import (
     error_response,
     input_error_response,
@@ -108,7 +112,9 @@ async def start_build(
     }
     queued = await request_build(client, image, request)
     base = req.url.split("/api/", 1)[0]
-    queued["status_url"] = f"{base}/api/images/{image}/builds"
+    links = client.create_http_management_payload(queued["request_instance_id"])
+    queued["status_url"] = links["statusQueryGetUri"]
+    queued["queue_url"] = f"{base}/api/images/{image}/builds"
     return json_response(queued, 202, headers={"Location": queued["status_url"]})
 
 
@@ -122,8 +128,18 @@ async def get_build_queue(
     problem = _known_image(image)
     if problem is not None:
         return problem
-    status = _status_json(await client.get_status(queue_instance_id(image)))
-    return json_response({"image": image, "queue": status})
+    entity = await client.read_entity_state(df.EntityId(names.ENTITY_BUILD_QUEUE, image))
+    state = entity.entity_state if isinstance(entity.entity_state, dict) else {}
+    pending = list(state.get("pending") or [])
+    queue = {
+        "running": state.get("running"),
+        "queued": [item.get("key") for item in pending],
+        "pending": pending,
+        "runner": state.get("runner"),
+        "builds_numbered": state.get("seq", 0),
+        "recent": list(state.get("recent") or [])[-5:],
+    }
+    return json_response({"image": image, "queue": queue})
 
 
 @bp.route(route="builds/{build_id}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)

@@ -26,6 +26,7 @@ var roles = {
   storageBlobDataContributor: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
   eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
+  logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -145,6 +146,8 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'IMAGE_CATALOGUE_PATH', value: 'catalogue/images.yaml' }
         { name: 'EVENTGRID_TOPIC_ENDPOINT', value: topic.properties.endpoint }
         { name: 'BUILD_VM_IDENTITY_ID', value: buildVmIdentityId }
+        // host pools' diagnostic settings send WVDConnections here; ring gates read them
+        { name: 'LOG_ANALYTICS_WORKSPACE_ID', value: logs.id }
         { name: 'POLL_INTERVAL_SECONDS', value: '30' }
         { name: 'ARM_MAX_RETRIES', value: '3' }
       ]
@@ -203,6 +206,17 @@ resource telemetryAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
     principalId: app.identity.principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.monitoringMetricsPublisher)
+  }
+}
+
+// Ring gates query failed connections (WVDConnections) in the workspace the host pools log to.
+resource logsAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(logs.id, app.id, roles.logAnalyticsReader)
+  scope: logs
+  properties: {
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.logAnalyticsReader)
   }
 }
 

@@ -108,6 +108,12 @@ SDK_OPERATIONS: Final[Mapping[tuple[str, str], tuple[str, ...]]] = {
     # sees only the resource groups the role is assigned at (give host pools by id to avoid it)
     ("host_pools", "list"): ("Microsoft.DesktopVirtualization/hostpools/read",),
     ("host_pools", "update"): ("Microsoft.DesktopVirtualization/hostpools/write",),
+    ("host_pools", "retrieve_registration_token"): (
+        "Microsoft.DesktopVirtualization/hostpools/retrieveRegistrationToken/action",
+    ),
+    ("session_hosts", "list"): ("Microsoft.DesktopVirtualization/hostpools/sessionhosts/read",),
+    ("session_hosts", "update"): ("Microsoft.DesktopVirtualization/hostpools/sessionhosts/write",),
+    ("session_hosts", "delete"): ("Microsoft.DesktopVirtualization/hostpools/sessionhosts/delete",),
 }
 
 # Raw ARM requests the gateways send through a client's pipeline (``send_request``, no SDK
@@ -119,6 +125,9 @@ RAW_REQUESTS: Final[Mapping[str, tuple[str, ...]]] = {
     ),
     # the status URL (Azure-AsyncOperation) of a create the app started, to quote its error
     "operation_error": ("Microsoft.Compute/locations/operations/read",),
+    # ring gates: failed connections from the host pools' Log Analytics workspace (an ARM
+    # query; infra/ gives the app Log Analytics Reader on the workspace it creates)
+    "connection_counts": ("Microsoft.OperationalInsights/workspaces/query/read",),
 }
 
 # SDK operation groups of azure-mgmt-compute and azure-mgmt-desktopvirtualization: a call on one

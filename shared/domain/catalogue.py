@@ -406,26 +406,24 @@ class Retention(_Model):
     """The image's retention policy (docs/retention.md); every duration is 0 or more.
 
     ``end_of_life_days`` is the end of life a build gives a new version; the rest drives the
-    retention job. ``backup_days`` is used only when the catalogue has no lifecycle section
-    giving the backup duration.
+    retention job. How long a backup is kept is the lifecycle's ``backup_days`` (one place).
     """
 
     keep_versions: int | None = Field(default=None, ge=0, le=1000)
     end_of_life_days: int | None = Field(default=None, ge=1, le=3650)
     staged_max_age_days: int = Field(default=14, ge=0, le=3650)
     failed: FailedRetention = Field(default_factory=FailedRetention)
-    backup_days: int = Field(default=30, ge=0, le=3650)
     deprecation_days: int = Field(default=0, ge=0, le=3650)
     retained_vm_days: int = Field(default=7, ge=0, le=3650)
     orphan_min_age_hours: int = Field(default=24, ge=1, le=24 * 365)
 
-    def policy(self, backup_days: int | None = None) -> RetentionPolicy:
-        """The planner's policy; ``backup_days`` from the lifecycle section wins when given."""
+    def policy(self, backup_days: int) -> RetentionPolicy:
+        """The planner's policy, with the lifecycle's backup duration."""
         return RetentionPolicy(
             keep_versions=DEFAULT_KEEP_VERSIONS
             if self.keep_versions is None
             else self.keep_versions,
-            backup_days=self.backup_days if backup_days is None else backup_days,
+            backup_days=backup_days,
             staged_max_age_days=self.staged_max_age_days,
             delete_failed_at_once=self.failed.delete_at_once,
             deprecation_days=self.deprecation_days,
@@ -439,12 +437,8 @@ DEFAULT_KEEP_VERSIONS: Final = 3
 
 def retention_policy(image: CatalogueImage) -> RetentionPolicy:
     """The image's retention policy: its ``retention`` section (defaults when absent), with the
-    backup duration of a ``lifecycle`` section when the catalogue has one."""
-    lifecycle = getattr(image, "lifecycle", None)
-    backup_days = getattr(lifecycle, "backup_days", None)
-    return (image.retention or Retention()).policy(
-        backup_days if isinstance(backup_days, int) else None
-    )
+    backup duration of its ``lifecycle`` section."""
+    return (image.retention or Retention()).policy(image.lifecycle.backup_days)
 
 
 def _retention_keeps_something(image: CatalogueImage) -> list[tuple[str, str]]:

@@ -263,7 +263,9 @@ def test_purge_many_by_filter(host: DevHost) -> None:
         ("POST", "/instances/never-started/terminate", "", {}, 404, "never-started"),
         ("GET", "/instances/x?taskHub=OtherHub", "", {}, 404, "task hub 'OtherHub'"),
         ("POST", "/instances/x/rewind", "", {}, 501, "rewind"),
-        ("GET", "/entities/counter/one", "", {}, 501, "entities"),
+        ("GET", "/entities/tally/none-yet", "", {}, 404, "@tally@none-yet"),
+        ("POST", "/entities/nobody/one?op=add", "", {}, 400, "No entity function named 'nobody'"),
+        ("GET", "/entities/tally", "", {}, 400, "entities/{name}/{key}"),
         ("GET", "/nonsense", "", {}, 404, "No such API"),
         ("PUT", "/instances/x", "", {}, 404, "No such API"),
     ],
@@ -295,6 +297,35 @@ def test_raise_event_needs_json_content_and_valid_json(host: DevHost) -> None:
     assert broken.status == 400
     assert "not valid JSON" in broken.json()["error"]["message"]
     kit.call("POST", links["terminatePostUri"].replace("{text}", "x"))
+
+
+def test_entities_through_the_sdk_client_and_the_http_api(host: DevHost) -> None:
+    for value in ({"n": 1}, "two", 3):
+        client(host, "signal", "t1", {"op": "add", "input": value})
+    # Falsy input: the SDK client posts no body, so the operation has no input at all.
+    client(host, "signal", "t1", {"op": "add", "input": 0})
+    host.engine.wait_idle(10)
+    assert client(host, "entity", "t1", method="GET") == {
+        "exists": True,
+        "state": [{"n": 1}, "two", 3],
+    }
+    assert client(host, "entity", "t-none", method="GET") == {"exists": False, "state": None}
+    # The webhook form: POST .../entities/{name}/{key}?op= with a JSON body, GET for the state.
+    # The host stores the parsed body serialized again and the SDK decodes the input twice, so
+    # a caller posts the input's JSON text as a JSON string, as the SDK client does.
+    signal = kit.call(
+        "POST",
+        f"{host.url}{API}/entities/Tally/t2?op=add",
+        json.dumps(json.dumps("five")),
+        {"Content-Type": "application/json"},
+    )
+    assert signal.status == 202, signal.text
+    host.engine.wait_idle(10)
+    state = kit.call("GET", f"{host.url}{API}/entities/tally/t2")
+    assert (state.status, state.json()) == (200, ["five"])
+    client(host, "signal", "t2", {"op": "reset"})
+    host.engine.wait_idle(10)
+    assert kit.call("GET", f"{host.url}{API}/entities/tally/t2").status == 404
 
 
 def test_rpc_base_serves_the_same_api(host: DevHost) -> None:

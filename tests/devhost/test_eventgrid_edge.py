@@ -32,6 +32,17 @@ NOTIFY = {"aeg-event-type": "Notification", "Content-Type": "application/json"}
 SUB = "11111111-1111-1111-1111-111111111111"
 FOREIGN = "99999999-9999-9999-9999-999999999999"
 
+# Every Event Grid function of the app: each must acknowledge a foreign delivery.
+EVENT_GRID_FUNCTIONS = frozenset(
+    {
+        "on_marketplace_image_published",
+        "on_sysprep_signal",
+        "on_image_version_staged",
+        "on_image_version_validated",
+        "on_resource_event",
+    }
+)
+
 
 @pytest.fixture(scope="module")
 def app() -> ModuleType:
@@ -137,9 +148,7 @@ def marketplace_cloud_event(source: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "function",
-    ["on_marketplace_image_published", "on_sysprep_signal", "on_resource_event"],
-    ids=["market", "sysprep", "resource"],
+    "function", sorted(EVENT_GRID_FUNCTIONS), ids=lambda name: name.removeprefix("on_")
 )
 def test_a_foreign_cloudevent_is_acknowledged_by_every_event_grid_function(
     app_host: DevHost, function: str
@@ -148,13 +157,13 @@ def test_a_foreign_cloudevent_is_acknowledged_by_every_event_grid_function(
     reply = kit.call("POST", hook(app_host, function), json.dumps(event), NOTIFY)
     assert reply.status == 202, reply.text
     assert reply.json() == {"delivered": 1}
-    queues, _ = app_host.engine.query(instance_id_prefix=names.queue_instance_id(""))
+    queues, _ = app_host.engine.query(instance_id_prefix=names.BUILD_REQUEST_PREFIX)
     assert queues == [], "nothing was queued"
 
 
 def test_every_event_grid_function_of_the_app_is_covered(app_host: DevHost) -> None:
     listed = {f["name"] for f in app_host.functions_listing() if f["trigger"] == "eventGridTrigger"}
-    assert listed == {"on_marketplace_image_published", "on_sysprep_signal", "on_resource_event"}
+    assert listed == EVENT_GRID_FUNCTIONS
 
 
 def test_deep_json_to_the_build_route_is_a_400_naming_the_body(app_host: DevHost) -> None:
@@ -164,7 +173,7 @@ def test_deep_json_to_the_build_route_is_a_400_naming_the_body(app_host: DevHost
     )
     assert reply.status == 400, reply.text
     assert [d["field"] for d in reply.json()["error"]["details"]] == ["body"]
-    queues, _ = app_host.engine.query(instance_id_prefix=names.queue_instance_id(""))
+    queues, _ = app_host.engine.query(instance_id_prefix=names.BUILD_REQUEST_PREFIX)
     assert queues == []
 
 
@@ -192,5 +201,5 @@ def test_a_build_request_cut_short_is_refused_and_starts_nothing(app_host: DevHo
         while chunk := sock.recv(65536):
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 400 "), answer[:200]
-    queues, _ = app_host.engine.query(instance_id_prefix=names.queue_instance_id(""))
+    queues, _ = app_host.engine.query(instance_id_prefix=names.BUILD_REQUEST_PREFIX)
     assert queues == []

@@ -35,12 +35,12 @@ def test_every_key_reaches_the_policy() -> None:
             "end_of_life_days": 90,
             "staged_max_age_days": 3,
             "failed": {"delete_at_once": False},
-            "backup_days": 10,
             "deprecation_days": 2,
             "retained_vm_days": 4,
             "orphan_min_age_hours": 6,
         }
     )
+    raw["lifecycle"] = {"backup_days": 10}
     entry = parse_catalogue({"images": [raw]}).images[0]
     assert retention_policy(entry) == RetentionPolicy(
         keep_versions=5,
@@ -53,19 +53,15 @@ def test_every_key_reaches_the_policy() -> None:
     )
 
 
-def test_a_lifecycle_backup_duration_wins_over_the_fallback() -> None:
-    class WithLifecycle:  # what the lifecycle section adds to an image
-        retention = None
-
-        class lifecycle:  # noqa: N801
-            backup_days = 45
-
-    assert retention_policy(WithLifecycle()).backup_days == 45  # type: ignore[arg-type]
+def test_the_backup_duration_is_the_lifecycles_alone() -> None:
+    raw = _with({"keep_versions": 2}, lifecycle={"backup_days": 45})
+    assert retention_policy(parse_catalogue({"images": [raw]}).images[0]).backup_days == 45
+    with pytest.raises(InputError) as caught:  # one place: not in the retention section
+        parse_catalogue({"images": [_with({"backup_days": 45})]})
+    assert "images[0].retention.backup_days" in _fields(caught.value)
 
 
-@pytest.mark.parametrize(
-    "key", ["staged_max_age_days", "backup_days", "deprecation_days", "retained_vm_days"]
-)
+@pytest.mark.parametrize("key", ["staged_max_age_days", "deprecation_days", "retained_vm_days"])
 def test_a_negative_duration_is_refused_naming_the_field(key: str) -> None:
     with pytest.raises(InputError) as caught:
         parse_catalogue({"images": [_with({key: -1})]})

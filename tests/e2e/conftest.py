@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from devhost.demo import World, local_world
+from shared.names import ENTITY_BUILD_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +46,13 @@ def get_json(url: str) -> tuple[int, Any]:
     except urllib.error.HTTPError as err:
         raw = err.read()
         return err.code, json.loads(raw) if raw else None
+
+
+def queue_state(world: World, image: str) -> dict[str, Any]:
+    """The state of the image's build queue entity (empty before its first request)."""
+    exists, state = world.host.engine.read_entity(ENTITY_BUILD_QUEUE, image)
+    value = json.loads(state) if exists and state else {}
+    return value if isinstance(value, dict) else {}
 
 
 def emulator_get(world: World, path: str) -> Any:

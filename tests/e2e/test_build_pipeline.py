@@ -19,8 +19,7 @@ from devhost.demo import (
     local_world,
     publish_newer_marketplace_version,
 )
-from shared.names import queue_instance_id
-from tests.e2e.conftest import ROOT, emulator_get, post_json
+from tests.e2e.conftest import ROOT, emulator_get, post_json, queue_state
 
 CATALOGUE = ROOT / "catalogue" / "images.yaml"
 
@@ -157,8 +156,7 @@ def test_same_marketplace_event_twice_builds_once(world: World) -> None:
     world.host.engine.wait_idle(real_timeout=30)
     builds, _ = world.host.engine.query(instance_id_prefix="build:")
     assert len([b for b in builds if _is_build(b)]) == 1
-    queue = world.status(queue_instance_id(image["name"])) or {}
-    recent = (queue.get("customStatus") or {}).get("recent") or []
+    recent = queue_state(world, image["name"]).get("recent") or []
     assert any(r.get("dropped") == "duplicate request" for r in recent)
 
 
@@ -227,6 +225,6 @@ def test_foreign_or_malformed_events_never_start_a_build(world: World) -> None:
     code, _ = post_json(hook, bad, {"aeg-event-type": "Notification"})
     assert code in (200, 202)
     world.host.engine.wait_idle(real_timeout=30)
-    instances, _ = world.host.engine.query(instance_id_prefix="image-builds:")
+    instances, _ = world.host.engine.query(instance_id_prefix="build-request:")
     assert instances == []
     assert emulator_get(world, "/_emulator/health")["status"] == "ok"

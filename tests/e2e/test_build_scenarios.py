@@ -24,8 +24,7 @@ from emulator.compute import guest_of, vm_runtime
 from emulator.gallery import guest_state_for_version
 from shared import names
 from shared.domain.manifest import diff_manifests, manifest_from_tags
-from shared.names import queue_instance_id
-from tests.e2e.conftest import post_json
+from tests.e2e.conftest import post_json, queue_state
 
 pytestmark = pytest.mark.slow
 
@@ -53,10 +52,10 @@ def await_build_id(world: World, image: str, key: str, real_timeout: float = 30.
     """The build id the image's queue gave the request with ``key``."""
     deadline = time.monotonic() + real_timeout
     while time.monotonic() < deadline:
-        queue = world.status(queue_instance_id(image)) or {}
-        running = (queue.get("customStatus") or {}).get("running") or {}
-        if running.get("key") == f"manual:{key}" and running.get("build_id"):
-            return str(running["build_id"])
+        state = queue_state(world, image)
+        for item in [state.get("running") or {}, *(state.get("recent") or [])]:
+            if item.get("key") == f"manual:{key}" and item.get("build_id"):
+                return str(item["build_id"])
         time.sleep(0.02)
     raise TimeoutError(f"the queue of {image} never started the build with key {key}")
 
@@ -634,6 +633,6 @@ def test_trusted_launch_image_is_refused_before_any_vm_exists() -> None:
         assert "images[0].gallery.security_type" in str(status["output"]), status["output"]
         world.host.engine.wait_idle(real_timeout=30)
         assert vm_puts(world) == 0
-        assert world.host.engine.query(instance_id_prefix="image-builds:")[0] == []
+        assert world.host.engine.query(instance_id_prefix="build-request:")[0] == []
         report = world.emulator.emu.report()
         assert report["orphans"] == []

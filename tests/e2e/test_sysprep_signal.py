@@ -21,8 +21,7 @@ import pytest
 from devhost.demo import World, local_world
 from emulator.compute import VM_TYPE
 from shared import names
-from shared.names import queue_instance_id
-from tests.e2e.conftest import post_json
+from tests.e2e.conftest import post_json, queue_state
 from tests.e2e.test_build_scenarios import (
     OFFICE,
     TWO_REGIONS,
@@ -115,8 +114,7 @@ def test_a_refused_signal_post_never_fails_the_build() -> None:
 def _await_build_id(world: World, key: str, real_timeout: float = 30.0) -> str:
     deadline = time.monotonic() + real_timeout
     while time.monotonic() < deadline:
-        queue = world.status(queue_instance_id(OFFICE)) or {}
-        running = (queue.get("customStatus") or {}).get("running") or {}
+        running = queue_state(world, OFFICE).get("running") or {}
         if running.get("key") == f"manual:{key}" and running.get("build_id"):
             return str(running["build_id"])
         time.sleep(0.02)

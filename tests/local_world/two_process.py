@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dev import ROOT, UpWorld
-from shared.names import build_instance_id, queue_instance_id
+from shared.names import ENTITY_BUILD_QUEUE, build_instance_id
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 DURABLE = "/runtime/webhooks/durabletask/instances"
@@ -190,11 +190,15 @@ class TwoProcessWorld:
         return body if code in (200, 202) and isinstance(body, dict) else {}
 
     def current_build(self, image: str) -> str | None:
-        custom = self.status(queue_instance_id(image)).get("customStatus") or {}
-        running = custom.get("running") or {}
+        """The build the image's queue entity runs now, else the last one it recorded."""
+        code, body = self._json(
+            f"{self.up.host_url}/runtime/webhooks/durabletask/entities/{ENTITY_BUILD_QUEUE}/{image}"
+        )
+        state = body if code == 200 and isinstance(body, dict) else {}
+        running = state.get("running") or {}
         if running.get("build_id"):
             return str(running["build_id"])
-        done = [r for r in custom.get("recent") or [] if r.get("build_id")]
+        done = [r for r in state.get("recent") or [] if r.get("build_id")]
         return str(done[-1]["build_id"]) if done else None
 
     def build_status(self, build_id: str) -> dict[str, Any]:

@@ -95,10 +95,11 @@ def test_a_good_body_is_queued() -> None:
     status, answer = post(json.dumps({"reason": "change", "key": "chg-1"}).encode(), client)
     assert status == 202
     assert answer["key"] == "manual:chg-1"
-    assert [c[0] for c in client.calls] == ["start_new", "raise_event"]
+    assert [c[0] for c in client.calls] == ["start_new"]
+    assert answer["status_url"].endswith(answer["request_instance_id"])
 
 
 def test_a_durable_client_failure_is_a_5xx_because_a_retry_can_succeed() -> None:
-    client = FakeClient(fail={"raise_event": ConnectionError("host unreachable")})
+    client = FakeClient(fail={"start_new": ConnectionError("host unreachable")})
     with pytest.raises(ConnectionError):
         post(b"{}", client)

@@ -77,12 +77,12 @@ def test_marketplace_published_queues_the_same_builds_in_either_schema(schema: s
     client = FakeClient()
     event = MAKERS[schema](names.EG_MARKETPLACE_IMAGE_PUBLISHED, dict(MARKETPLACE))
     assert run(on_marketplace(event=event, client=client)) is None
-    raised = client.raised()
-    assert raised, "a build of every catalogue image on that base is requested"
-    for instance_id, event_name, payload in raised:
-        assert instance_id.startswith(names.queue_instance_id(""))
-        assert event_name == names.EVT_BUILD_REQUESTED
-        assert payload["base_version"] == MARKETPLACE["version"]
+    started = client.started()
+    assert started, "a build of every catalogue image on that base is requested"
+    for orchestrator, instance_id, payload in started:
+        assert orchestrator == names.ORCH_BUILD_REQUEST
+        assert instance_id.startswith(names.BUILD_REQUEST_PREFIX)
+        assert payload["request"]["base_version"] == MARKETPLACE["version"]
 
 
 def test_both_schemas_give_identical_requests() -> None:
@@ -172,7 +172,7 @@ def test_normalise_reads_both_schemas_into_one_shape() -> None:
 # -- the other side of the rule: a retry can succeed, so the trigger fails ------------------------
 @pytest.mark.parametrize("schema", sorted(MAKERS))
 def test_a_durable_client_failure_fails_the_trigger_so_event_grid_retries(schema: str) -> None:
-    client = FakeClient(fail={"raise_event": ConnectionError("host unreachable")})
+    client = FakeClient(fail={"start_new": ConnectionError("host unreachable")})
     event = MAKERS[schema](names.EG_MARKETPLACE_IMAGE_PUBLISHED, MARKETPLACE)
     with pytest.raises(ConnectionError):
         run(on_marketplace(event=event, client=client))

@@ -40,6 +40,12 @@ class _Value:
 
 
 @dataclass
+class _EntityState:
+    entity_exists: bool = False
+    entity_state: Any = None
+
+
+@dataclass
 class FakeClient:
     """Records what a trigger asks of the durable client; ``fail`` makes a call raise."""
 
@@ -65,8 +71,25 @@ class FakeClient:
         self._maybe_fail("raise_event")
         self.calls.append(("raise_event", instance_id, event, payload))
 
+    async def read_entity_state(self, entity: Any) -> Any:
+        self._maybe_fail("read_entity_state")
+        return _EntityState()
+
+    async def signal_entity(self, entity: Any, operation: str, payload: Any = None) -> None:
+        self._maybe_fail("signal_entity")
+        self.calls.append(("signal_entity", str(entity), operation, payload))
+
+    def create_http_management_payload(self, instance_id: str) -> dict[str, str]:
+        return {
+            "statusQueryGetUri": f"http://host/runtime/webhooks/durabletask/instances/{instance_id}"
+        }
+
     def raised(self) -> list[tuple[str, str, Any]]:
         return [(c[1], c[2], c[3]) for c in self.calls if c[0] == "raise_event"]
+
+    def started(self) -> list[tuple[str, str, Any]]:
+        """(orchestrator, instance id, input) of every start_new."""
+        return [(c[1], c[2], c[3]) for c in self.calls if c[0] == "start_new"]
 
 
 def run(coroutine: Any) -> Any:

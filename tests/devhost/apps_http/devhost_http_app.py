@@ -190,9 +190,29 @@ async def client_ops(req: func.HttpRequest, client: df.DurableOrchestrationClien
             )
     elif op == "links":
         result = client.create_http_management_payload(instance_id or "abc")
+    elif op == "signal":
+        entity = df.EntityId("Tally", instance_id)
+        await client.signal_entity(entity, data["op"], data.get("input"))
+        result = {"signalled": instance_id}
+    elif op == "entity":
+        state = await client.read_entity_state(df.EntityId("Tally", instance_id))
+        result = {"exists": state.entity_exists, "state": state.entity_state}
     else:
         return func.HttpResponse(f"unknown op {op}", status_code=404)
     return func.HttpResponse(json.dumps(result), mimetype="application/json")
+
+
+def tally(context: df.DurableEntityContext) -> None:
+    """An entity: ``add`` appends its input to a list, ``reset`` deletes the entity."""
+    if context.operation_name == "reset":
+        context.destruct_on_exit()
+        return
+    items = context.get_state(list)
+    items.append(context.get_input())
+    context.set_state(items)
+
+
+app.entity_trigger(context_name="context", entity_name="Tally")(tally)
 
 
 # -- Event Grid -----------------------------------------------------------------------------------
