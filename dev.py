@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""The project's entry points: ``python3 dev.py demo``, ``python3 dev.py test`` and
-``python3 dev.py up`` (the local world as two processes: see docs/local-world.md).
+"""The project's entry points: ``python3 dev.py demo`` (the main job), ``python3 dev.py test``
+(gates and tests), ``python3 dev.py lint`` (the gates alone, seconds), ``python3 dev.py up``
+(the local world as two processes: see docs/local-world.md) and ``python3 dev.py lifecycle``.
 
 Each creates (or reuses) the virtual environment ``.venv`` and installs what it needs from the
 package registries, so they work on a fresh machine with nothing but Python 3.11+.
@@ -78,8 +79,8 @@ def tool(name: str) -> str:
     return str(BIN / name)
 
 
-def test(extra: list[str]) -> int:
-    ensure_tools()
+def lint(extra: list[str]) -> int:
+    """The quick gates (seconds): ruff, ruff format, mypy, import-linter."""
     gates = [
         (tool("ruff"), "check", "."),
         (tool("ruff"), "format", "--check", "."),
@@ -91,25 +92,21 @@ def test(extra: list[str]) -> int:
         if code:
             print(f"quality gate failed: {' '.join(gate)}", flush=True)
             return code
+    return 0
+
+
+def test(extra: list[str]) -> int:
+    """The gates, then every test (the infra checks need checkov: installed once, apart)."""
+    code = lint([])
+    if code:
+        return code
+    ensure_tools()
     workers = os.environ.get("TEST_WORKERS", "2")
     return run(str(PY), "-m", "pytest", "-n", workers, "--dist", "loadfile", *extra)
 
 
 def demo(extra: list[str]) -> int:
     return run(str(PY), "-m", "devhost.demo", *extra)
-
-
-# Event Grid subscriptions ``up`` makes on the emulator: function -> the event types it takes.
-UP_SUBSCRIPTIONS = {
-    "on_marketplace_image_published": ["ImageFactory.MarketplaceImagePublished"],
-    "on_sysprep_signal": ["ImageFactory.SysprepFinished"],
-    # Azure's resource events: event-first waits (triggers/resource_events.py).
-    "on_resource_event": [
-        f"Microsoft.Resources.Resource{op}{outcome}"
-        for op in ("Write", "Delete", "Action")
-        for outcome in ("Success", "Failure", "Cancel")
-    ],
-}
 
 
 class UpWorld:
@@ -181,12 +178,15 @@ class UpWorld:
 
     def subscribe(self, ctx: ssl.SSLContext) -> None:
         """Subscribe the app's Event Grid functions on the emulator (replacing, so repeatable)."""
-        for function, types in UP_SUBSCRIPTIONS.items():
+        from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS, SYSTEM_TOPIC_SUBSCRIPTIONS
+
+        tables = {**APP_EVENT_SUBSCRIPTIONS, **SYSTEM_TOPIC_SUBSCRIPTIONS}
+        for function, types in tables.items():
             body = json.dumps(
                 {
                     "name": function,
                     "endpoint": f"{self.hook}{function}",
-                    "includedEventTypes": types,
+                    "includedEventTypes": list(types),
                 }
             ).encode()
             request = urllib.request.Request(  # noqa: S310 - the loopback emulator
@@ -305,7 +305,9 @@ def up(extra: list[str]) -> int:
         print(f"  emulator  {emu_url}  (admin {emu_url}/_emulator/report)")
         print(f"  time      {'virtual, owned by the devhost' if world.virtual else 'real'}")
         print(f"  state     {state}")
-        print("  Event Grid subscriptions: " + ", ".join(UP_SUBSCRIPTIONS))
+        from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS
+
+        print("  Event Grid subscriptions: " + ", ".join(APP_EVENT_SUBSCRIPTIONS))
         print("  app settings (docs/local-world.md):")
         for key, value in settings.items():
             print(f"    {key}={value}")
@@ -329,6 +331,7 @@ def up(extra: list[str]) -> int:
 def main(argv: list[str]) -> int:
     commands = {
         "test": test,
+        "lint": lint,
         "demo": demo,
         "up": up,
         # The version lifecycle: build, approve (four eyes), activate, roll back, timeline.

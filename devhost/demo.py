@@ -17,13 +17,18 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devhost.clock import VirtualClock
+from shared.event_subscriptions import (
+    APP_EVENT_SUBSCRIPTIONS,
+    BUILD_FUNCTIONS,
+    SYSTEM_TOPIC_SUBSCRIPTIONS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = ROOT / "scenarios" / "default.yaml"
@@ -76,13 +81,15 @@ def local_world(
     activity_workers: int = 8,
     extra_settings: Mapping[str, str] | None = None,
     app_spec: str = "function_app:app",
+    subscribe: Sequence[str] = BUILD_FUNCTIONS,
     resource_events: bool = True,
 ) -> Iterator[World]:
     """Start the emulator and the devhost on one paused virtual clock; stop both on exit.
 
-    ``resource_events``: subscribe ``on_resource_event`` to the emulator's resource events
-    (the event-first waits); off, every wait learns of an operation's end by polling only.
-    """
+    ``subscribe`` names the app's Event Grid functions the emulator's topic delivers to (the
+    build's two by default; the lifecycle demo takes them all). ``resource_events``: subscribe
+    ``on_resource_event`` to the emulator's resource events (the event-first waits); off, every
+    wait learns of an operation's end by polling only."""
     import emulator
     from devhost.host import DevHost
     from emulator.scenario import load_scenario
@@ -121,20 +128,16 @@ def local_world(
             os.environ["SYSPREP_SIGNAL_URL"] = sysprep_hook
             settings["SYSPREP_SIGNAL_URL"] = sysprep_hook
         events = running.emu.events
-        events.subscribe(
-            {
-                "name": "marketplace-published",
-                "endpoint": world.webhook("on_marketplace_image_published"),
-                "includedEventTypes": ["ImageFactory.MarketplaceImagePublished"],
-            }
-        )
-        events.subscribe(
-            {
-                "name": "sysprep-finished",
-                "endpoint": sysprep_hook,
-                "includedEventTypes": ["ImageFactory.SysprepFinished"],
-            }
-        )
+        for function in subscribe:
+            events.subscribe(
+                {
+                    "name": function,
+                    "endpoint": sysprep_hook
+                    if function == "on_sysprep_signal"
+                    else world.webhook(function),
+                    "includedEventTypes": list(APP_EVENT_SUBSCRIPTIONS[function]),
+                }
+            )
         if resource_events:
             # Azure's resource events on the subscription's system topic: event-first waits.
             events.subscribe(resource_event_subscription(world, sc.default_subscription))
@@ -151,13 +154,6 @@ def local_world(
                 os.environ[key] = value
 
 
-RESOURCE_EVENT_TYPES = [
-    f"Microsoft.Resources.Resource{op}{outcome}"
-    for op in ("Write", "Delete", "Action")
-    for outcome in ("Success", "Failure", "Cancel")
-]
-
-
 def resource_event_subscription(world: World, subscription: str) -> dict[str, Any]:
     """The Event Grid subscription of ``on_resource_event`` on a subscription's system topic."""
     endpoint = world.webhook("on_resource_event")
@@ -167,7 +163,7 @@ def resource_event_subscription(world: World, subscription: str) -> dict[str, An
     return {
         "name": "resource-events",
         "endpoint": endpoint,
-        "includedEventTypes": RESOURCE_EVENT_TYPES,
+        "includedEventTypes": list(SYSTEM_TOPIC_SUBSCRIPTIONS["on_resource_event"]),
         "subjectBeginsWith": f"/subscriptions/{subscription}/",
     }
 

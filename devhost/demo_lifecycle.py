@@ -6,7 +6,7 @@ the bundled catalogue and the default scenario plus what a running estate has: v
 over the app's HTTP API with App Service Authentication principals:
 
 1. alice (Operator) asks for a build: version 1.0.1 is staged, excluded from ``latest``;
-2. validation (its own capability) takes it to ``validated`` — skipped here, said so;
+2. the staged event starts validation on a real (emulated) session host: ``validated``;
 3. alice may not approve her own build (403); bob (Approver) approves it;
 4. an operator activates it: 1.0.1 is ``latest`` in every region, 1.0.0 its backup, the host
    pool deploys exactly 1.0.1;
@@ -22,16 +22,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from devhost.demo import DEFAULT_CATALOGUE, DEFAULT_SCENARIO, World, follow_build, local_world
+from shared import telemetry
+from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS
 
 SUBSCRIPTION = "00000000-0000-0000-0000-000000000001"
 HEADER = "X-MS-CLIENT-PRINCIPAL"
@@ -320,10 +325,18 @@ def run(as_json: bool = False) -> int:
     from shared import names
 
     started = time.monotonic()
+    # The app's own telemetry (shared/telemetry.py) to a file, summarised at the end; set
+    # IMAGEFACTORY_TELEMETRY yourself to send it elsewhere (console).
+    telemetry_file = Path(tempfile.mkdtemp(prefix="imagefactory-telemetry-")) / "telemetry.log"
+    os.environ.setdefault("IMAGEFACTORY_TELEMETRY", f"file:{telemetry_file}")
     alice = principal("alice@contoso.com", "Operator", "Approver")
     bob = principal("bob@contoso.com", "Approver")
     ops = principal("ops@contoso.com", "Operator")
-    with local_world(demo_scenario(_newest_base_version()), DEFAULT_CATALOGUE) as world:
+    with local_world(
+        demo_scenario(_newest_base_version()),
+        DEFAULT_CATALOGUE,
+        subscribe=tuple(APP_EVENT_SUBSCRIPTIONS),
+    ) as world:
         estate = estate_for(world)
         r = _Run(estate, as_json)
         world.clock.resume()
@@ -349,15 +362,14 @@ def run(as_json: bool = False) -> int:
         version = str(build["output"]["version"])
         r.step(f"alice's build staged {version} (excluded from latest)")
 
-        if not as_json:
-            print(
-                "validation skipped: the validation capability is not part of this demo; "
-                f"{version} is set validated through set_version_state",
-                flush=True,
-            )
-        estate.set_state(version, "start_validation")
-        estate.set_state(version, "pass_validation")
-        r.step(f"{version} validated")
+        # The staged event started the validation (catalogue: validation.host_pool): a real
+        # session host from the exact version in the test pool, drained, checked, removed.
+        validation = estate.wait(names.validation_instance_id(estate.image, version), 300)
+        outcome = (validation.get("output") or {}).get("outcome")
+        if outcome != "validated":
+            raise SystemExit(f"validation did not pass: {validation.get('output')}")
+        checks = (validation.get("output") or {}).get("checks") or []
+        r.step(f"{version} validated on a test session host ({len(checks)} checks passed)")
 
         code, body = estate.approve(version, alice)
         r.expect((code, body), 403, "self-approval")
@@ -387,6 +399,8 @@ def run(as_json: bool = False) -> int:
             "virtual_time": world.clock.now().isoformat(),
             "real_seconds": round(time.monotonic() - started, 2),
         }
+    telemetry.flush()
+    result["telemetry"] = {"file": str(telemetry_file), **telemetry.summarise_file(telemetry_file)}
     if as_json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -409,6 +423,13 @@ def _print_timeline(result: dict[str, Any]) -> None:
     print()
     print(f"final states: {result['states']}")
     print(f"virtual time: {result['virtual_time']}; real seconds: {result['real_seconds']}")
+    t = result["telemetry"]
+    arm = t["metrics"].get("imagefactory.arm.requests", 0)
+    throttled = t["metrics"].get("imagefactory.arm.throttled", 0)
+    print(
+        f"telemetry: {t['spans']} spans in {t['traces']} traces, {arm:.0f} ARM requests, "
+        f"{throttled:.0f} throttled ({t['file']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

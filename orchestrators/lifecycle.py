@@ -69,18 +69,25 @@ def _set_state(
         "change_ticket": request.get("change_ticket"),
         "at": at,
     }
+    result: dict[str, Any] = yield from record_transition(context, change)
+    return result
+
+
+def record_transition(context: Any, change: dict[str, Any]) -> Flow:
+    """``set_version_state`` with ``change`` (the activity's contract), then its event
+    ``ImageFactory.ImageVersion<State>``; every capability that moves a version uses this."""
     result: dict[str, Any] = yield from call(
         context, names.ACT_SET_VERSION_STATE, change, LIFECYCLE_RETRY
     )
     event = {
         "image": change["image"],
-        "version": version,
+        "version": change["version"],
         "state": result["state"],
         "previous": result.get("previous"),
         "actor": change["actor"],
         "reason": change["reason"],
-        "change_ticket": change["change_ticket"],
-        "at": at,
+        "change_ticket": change.get("change_ticket"),
+        "at": change["at"],
     }
     try:
         yield from call(context, names.ACT_PUBLISH_LIFECYCLE_EVENT, event)

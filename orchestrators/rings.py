@@ -21,6 +21,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from orchestrators._flow import Flow, call, failure_text, now
+from orchestrators.lifecycle import record_transition
 from orchestrators.validate import APP_ACTOR
 from shared import names
 from shared.domain.validation import evaluate_gate, ring_blocker
@@ -118,9 +119,8 @@ def promote_rings(context: df.DurableOrchestrationContext) -> Flow:
             _status(context, status, state="held", ring=ring["name"], detail=blocker)
             return output
         try:
-            yield from call(
+            yield from record_transition(
                 context,
-                names.ACT_SET_VERSION_STATE,
                 {
                     "image": image,
                     "version": version,

@@ -21,6 +21,7 @@ import azure.durable_functions as df
 from pydantic import TypeAdapter
 
 from orchestrators._flow import Flow, StepFailedError, call, failure_text, now
+from orchestrators.lifecycle import record_transition
 from orchestrators.wait import wait
 from shared import names
 from shared.domain.validation import (
@@ -85,9 +86,8 @@ def _version_settled(run: _Run) -> Flow:
 def _transition(run: _Run, action: str, reason: str) -> Flow:
     req = run.request
     yield from _version_settled(run)
-    result = yield from call(
+    result = yield from record_transition(
         run.context,
-        names.ACT_SET_VERSION_STATE,
         {
             "image": req["image"],
             "version": req["version"],

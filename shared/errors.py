@@ -79,6 +79,20 @@ class InputError(PermanentError):
         }
 
 
+class SettingsError(InputError):
+    """An app setting is missing or malformed: the operator's to fix, never the caller's.
+
+    Triggers refuse to start work on it with one clear log line (``refuse_without_settings``
+    in shared/settings.py); an HTTP caller gets 503, Event Grid retries (the fix may come)."""
+
+    prefix = "SettingsError"
+
+    def to_json(self) -> dict[str, object]:
+        body = super().to_json()
+        body["error"]["code"] = "AppMisconfigured"  # type: ignore[index]
+        return body
+
+
 class NotFoundError(PermanentError):
     """A named thing (image, instance, version) does not exist."""
 

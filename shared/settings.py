@@ -6,12 +6,13 @@ application settings; the devhost from local.settings.json and the environment.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.errors import InputError
+from shared.errors import SettingsError
 
 
 def _split(value: str | None) -> tuple[str, ...]:
@@ -25,9 +26,11 @@ def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -
     try:
         value = int(raw)
     except ValueError:
-        raise InputError.single(name, f"must be an integer, got {raw!r}", "bad setting") from None
+        raise SettingsError.single(
+            name, f"must be an integer, got {raw!r}", "bad setting"
+        ) from None
     if not low <= value <= high:
-        raise InputError.single(name, f"must be between {low} and {high}", "bad setting")
+        raise SettingsError.single(name, f"must be between {low} and {high}", "bad setting")
     return value
 
 
@@ -44,7 +47,7 @@ def _identity(raw: str) -> str | None:
     if not value:
         return None
     if not _IDENTITY_ID.fullmatch(value):
-        raise InputError.single(
+        raise SettingsError.single(
             "BUILD_VM_IDENTITY_ID",
             "must be the resource id of a user-assigned managed identity "
             "(/subscriptions/.../providers/Microsoft.ManagedIdentity/userAssignedIdentities/NAME)",
@@ -98,12 +101,14 @@ class Settings:
         env = os.environ if env is None else env
         sub = env.get("AZURE_SUBSCRIPTION_ID", "").strip()
         if not sub:
-            raise InputError.single("AZURE_SUBSCRIPTION_ID", "is required", "bad setting")
+            raise SettingsError.single("AZURE_SUBSCRIPTION_ID", "is required", "bad setting")
         allowed = _split(env.get("ALLOWED_SUBSCRIPTIONS")) or (sub,)
         arm = env.get("AZURE_ARM_ENDPOINT", "").strip() or None
         ca = env.get("AZURE_CA_BUNDLE", "").strip() or None
         if arm and not arm.startswith("https://"):
-            raise InputError.single("AZURE_ARM_ENDPOINT", "must be an https:// URL", "bad setting")
+            raise SettingsError.single(
+                "AZURE_ARM_ENDPOINT", "must be an https:// URL", "bad setting"
+            )
         return cls(
             subscription_id=sub,
             allowed_subscriptions=tuple(s.lower() for s in allowed),
@@ -134,7 +139,7 @@ def retention_schedule(env: Mapping[str, str] | None = None) -> str:
     """``RETENTION_SCHEDULE``: the retention timer's six-field NCRONTAB (default daily 03:00 UTC).
 
     Read when the function is indexed (a timer's schedule is part of its binding). Six fields of
-    NCRONTAB characters, else an InputError naming the setting.
+    NCRONTAB characters, else a SettingsError naming the setting.
     """
     env = os.environ if env is None else env
     raw = (env.get("RETENTION_SCHEDULE") or "").strip()
@@ -142,10 +147,26 @@ def retention_schedule(env: Mapping[str, str] | None = None) -> str:
         return DEFAULT_RETENTION_SCHEDULE
     fields = raw.split()
     if len(fields) != 6 or not all(_NCRONTAB_FIELD.match(f) for f in fields):
-        raise InputError.single(
+        raise SettingsError.single(
             "RETENTION_SCHEDULE",
             f"must be a six-field NCRONTAB expression such as {DEFAULT_RETENTION_SCHEDULE!r}, "
             f"got {raw!r}",
             "bad setting",
         )
     return raw
+
+
+_refused: set[str] = set()
+
+
+def refuse_without_settings(log: logging.Logger, what: str) -> Settings | None:
+    """The settings, or None after one clear log line (once per distinct problem per process)
+    when they are missing or malformed: the caller then starts no work at all."""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        text = "; ".join(str(e) for e in error.errors)
+        if text not in _refused:
+            _refused.add(text)
+            log.error("%s refused to start: app setting %s", what, text)
+        return None

@@ -99,6 +99,42 @@ def configure(env: Mapping[str, str] | None = None) -> str:
         return mode
 
 
+def flush() -> None:
+    """Export what is buffered now (the local world's summary reads the file right after)."""
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        force = getattr(provider, "force_flush", None)
+        if callable(force):
+            force()
+
+
+def summarise_file(path: Path) -> dict[str, Any]:
+    """What a ``file:`` telemetry log holds: spans, traces, and the app's metric totals."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    decoder = json.JSONDecoder()
+    spans: list[dict[str, Any]] = []
+    totals: dict[str, float] = {}
+    index = 0
+    while True:
+        start = text.find("{", index)
+        if start < 0:
+            break
+        try:
+            item, index = decoder.raw_decode(text, start)
+        except ValueError:
+            index = start + 1
+            continue
+        if isinstance(item, dict) and "context" in item and "name" in item:
+            spans.append(item)
+        for resource in item.get("resource_metrics", []) if isinstance(item, dict) else []:
+            for scope in resource.get("scope_metrics", []):
+                for metric in scope.get("metrics", []):
+                    points = metric.get("data", {}).get("data_points", [])
+                    value = sum(float(p.get("value", p.get("sum", 0)) or 0) for p in points)
+                    totals[metric["name"]] = value  # cumulative: the last export is the total
+    traces = {span["context"]["trace_id"] for span in spans}
+    return {"spans": len(spans), "traces": len(traces), "metrics": totals}
+
+
 def _enable_sdk_tracing() -> None:
     """Azure SDK calls become child spans (dependencies) of the current span."""
     from azure.core.settings import settings

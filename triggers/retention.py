@@ -28,7 +28,12 @@ from shared import names
 from shared.app_catalogue import app_catalogue
 from shared.azure.retention_gateway import orchestration_refs
 from shared.errors import InputError, field_errors_from_pydantic
-from shared.settings import DEFAULT_RETENTION_SCHEDULE, load_settings, retention_schedule
+from shared.settings import (
+    DEFAULT_RETENTION_SCHEDULE,
+    load_settings,
+    refuse_without_settings,
+    retention_schedule,
+)
 from triggers._common import (
     RUNNING,
     error_response,
@@ -168,6 +173,8 @@ def _status_body(status: Any) -> dict[str, Any]:
 @bp.durable_client_input(client_name="client")
 async def retention_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     """On the retention schedule: start an applying run unless one is still going."""
+    if refuse_without_settings(log, "the retention timer") is None:
+        return
     running = await _applying_run(client)
     if running is not None:
         log.warning("retention: %s still runs, this firing is skipped", running)

@@ -20,7 +20,7 @@ from shared.azure import compute, eventgrid, gallery
 from shared.domain.catalogue import CatalogueImage
 from shared.domain.versions import ImageVersion
 from shared.errors import FactoryError
-from shared.settings import Settings, load_settings
+from shared.settings import Settings, refuse_without_settings
 from triggers._common import RUNNING, runtime_status
 
 bp = df.Blueprint()
@@ -74,7 +74,9 @@ def _watch_one(settings: Settings, image: CatalogueImage, announced: set[tuple[s
 @bp.timer_trigger(arg_name="timer", schedule="0 0 * * * *", run_on_startup=False)
 def marketplace_watch(timer: func.TimerRequest) -> None:
     """Hourly: publish an event for every marketplace base that has a newer version."""
-    settings = load_settings()
+    settings = refuse_without_settings(log, "the marketplace watch")
+    if settings is None:
+        return
     announced: set[tuple[str, ...]] = set()
     failures = 0
     for image in app_catalogue(settings).images:
@@ -95,7 +97,9 @@ async def build_janitor(timer: func.TimerRequest, client: df.DurableOrchestratio
     Only resources carrying the ``imagefactory:build-id`` tag count, in every resource group
     the catalogue builds in: the janitor never guesses ownership from a name.
     """
-    settings = load_settings()
+    settings = refuse_without_settings(log, "the build janitor")
+    if settings is None:
+        return
     groups = {settings.factory_resource_group}
     groups.update(image.build.resource_group for image in app_catalogue(settings).images)
     for group in sorted(groups):

@@ -20,11 +20,12 @@ subscribe() { # name source function [extra az args...]
   echo "subscribed $fn to $name"
 }
 
-# The app's own events: the marketplace watch's announcements, the sysprep signal from build VMs.
-subscribe imagefactory-marketplace "$EVENTGRID_TOPIC_ID" on_marketplace_image_published \
-  --included-event-types ImageFactory.MarketplaceImagePublished
-subscribe imagefactory-sysprep "$EVENTGRID_TOPIC_ID" on_sysprep_signal \
-  --included-event-types ImageFactory.SysprepFinished
+# The app's own events, one subscription per function (the table is shared/event_subscriptions.py).
+python3 -m shared.event_subscriptions | while read -r fn types; do
+  # shellcheck disable=SC2046 # one argument per event type
+  subscribe "imagefactory-$(echo "$fn" | tr '_' '-')" "$EVENTGRID_TOPIC_ID" "$fn" \
+    --included-event-types $(echo "$types" | tr ',' ' ')
+done
 
 # Resource events of the subscription (system topic), for the event-first waits: only writes,
 # deletes and actions that completed, only in the resource groups the app works in.
