@@ -60,7 +60,7 @@ def _safety_poll(env: Mapping[str, str]) -> int:
     """SAFETY_POLL_SECONDS: 0 (resource events off) or 10-3600; 300 when unset."""
     value = _int(env, "SAFETY_POLL_SECONDS", 300, 0, 3600)
     if 0 < value < 10:
-        raise InputError.single(
+        raise SettingsError.single(
             "SAFETY_POLL_SECONDS", "must be 0 (events off) or between 10 and 3600", "bad setting"
         )
     return value

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.errors import InputError
+from shared.errors import SettingsError
 from shared.settings import Settings
 
 
@@ -24,6 +24,6 @@ def test_safety_poll_defaults_to_five_minutes_and_zero_turns_events_off(
 
 @pytest.mark.parametrize("raw", ["5", "-1", "3601", "often"])
 def test_a_safety_poll_that_would_flood_arm_or_never_come_is_refused(raw: str) -> None:
-    with pytest.raises(InputError) as caught:
+    with pytest.raises(SettingsError) as caught:
         _settings(raw)
     assert caught.value.errors[0].path == "SAFETY_POLL_SECONDS"
