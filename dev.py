@@ -215,9 +215,10 @@ class UpWorld:
 
     def subscribe(self, ctx: ssl.SSLContext) -> None:
         """Subscribe the app's Event Grid functions on the emulator (replacing, so repeatable)."""
-        from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS
+        from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS, SYSTEM_TOPIC_SUBSCRIPTIONS
 
-        for function, types in APP_EVENT_SUBSCRIPTIONS.items():
+        tables = {**APP_EVENT_SUBSCRIPTIONS, **SYSTEM_TOPIC_SUBSCRIPTIONS}
+        for function, types in tables.items():
             body = json.dumps(
                 {
                     "name": function,

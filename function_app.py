@@ -12,7 +12,7 @@ from activities import rings as ring_activities
 from activities import validation as validation_activities
 from orchestrators import build, build_queue, cleanup, lifecycle, retention, rings, validate, wait
 from shared import telemetry
-from triggers import builds, events, timers
+from triggers import builds, events, resource_events, timers
 from triggers import lifecycle as lifecycle_triggers
 from triggers import retention as retention_triggers
 from triggers import validation as validation_triggers
@@ -27,6 +27,7 @@ BLUEPRINTS = (
     build_activities.bp,
     builds.bp,
     events.bp,
+    resource_events.bp,
     timers.bp,
     # version lifecycle: validation, approval, activation, rollback, rings
     lifecycle.bp,

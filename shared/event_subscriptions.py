@@ -21,6 +21,16 @@ APP_EVENT_SUBSCRIPTIONS: Final[dict[str, tuple[str, ...]]] = {
     "on_image_version_validated": (names.EG_IMAGE_VERSION_VALIDATED,),
 }
 
+# function name -> the resource event types delivered to it from the subscription's system
+# topic (Microsoft.Resources.Subscriptions): the event-first waits (docs/events.md).
+SYSTEM_TOPIC_SUBSCRIPTIONS: Final[dict[str, tuple[str, ...]]] = {
+    "on_resource_event": tuple(
+        f"Microsoft.Resources.Resource{op}{outcome}"
+        for op in ("Write", "Delete", "Action")
+        for outcome in ("Success", "Failure", "Cancel")
+    ),
+}
+
 # What a build alone needs (the local world's default: a build test sees no validation start).
 BUILD_FUNCTIONS: Final = ("on_marketplace_image_published", "on_sysprep_signal")
 
