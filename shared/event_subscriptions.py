@@ -35,12 +35,14 @@ SYSTEM_TOPIC_SUBSCRIPTIONS: Final[dict[str, tuple[str, ...]]] = {
 BUILD_FUNCTIONS: Final = ("on_marketplace_image_published", "on_sysprep_signal")
 
 
-def main() -> int:
-    """One line per subscription: ``<function> <type>[,<type>...]`` (for the post-deploy hook)."""
-    for function, types in APP_EVENT_SUBSCRIPTIONS.items():
+def main(argv: list[str]) -> int:
+    """One line per subscription: ``<function> <type>[,<type>...]`` (for the post-deploy hook);
+    ``--system`` lists the subscription system topic's (resource events) instead."""
+    table = SYSTEM_TOPIC_SUBSCRIPTIONS if "--system" in argv else APP_EVENT_SUBSCRIPTIONS
+    for function, types in table.items():
         print(function, ",".join(types))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from devhost.functions import index_app
 from function_app import app
 from shared.event_subscriptions import (
@@ -30,12 +32,19 @@ def test_every_event_grid_function_is_subscribed() -> None:
     assert set(BUILD_FUNCTIONS) <= functions
 
 
-def test_the_hook_reads_one_line_per_subscription() -> None:
+@pytest.mark.parametrize(
+    ("args", "table"),
+    [([], APP_EVENT_SUBSCRIPTIONS), (["--system"], SYSTEM_TOPIC_SUBSCRIPTIONS)],
+    ids=["app-topic", "system-topic"],
+)
+def test_the_hook_reads_one_line_per_subscription(
+    args: list[str], table: dict[str, tuple[str, ...]]
+) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "shared.event_subscriptions"],
+        [sys.executable, "-m", "shared.event_subscriptions", *args],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.splitlines()
     parsed = {line.split()[0]: tuple(line.split()[1].split(",")) for line in out}
-    assert parsed == APP_EVENT_SUBSCRIPTIONS
+    assert parsed == table
