@@ -14,7 +14,17 @@ from activities import validation as validation_activities
 from orchestrators import api as api_orchestrators
 from orchestrators import build, build_queue, cleanup, lifecycle, retention, rings, validate, wait
 from shared import telemetry
-from triggers import audit, builds, callbacks, events, images, openapi, timers, versions
+from triggers import (
+    audit,
+    builds,
+    callbacks,
+    events,
+    images,
+    openapi,
+    resource_events,
+    timers,
+    versions,
+)
 from triggers import lifecycle as lifecycle_triggers
 from triggers import retention as retention_triggers
 from triggers import validation as validation_triggers
@@ -29,6 +39,7 @@ BLUEPRINTS = (
     build_activities.bp,
     builds.bp,
     events.bp,
+    resource_events.bp,
     timers.bp,
     # version lifecycle: validation, approval, activation, rollback, rings
     lifecycle.bp,

@@ -112,6 +112,10 @@ class BuildPlan(_Part):
     timeout_minutes: int = Field(default=240, ge=1)
     sysprep_timeout_minutes: int = Field(default=90, ge=1)
     poll_seconds: int = Field(default=15, ge=1)
+    # Event-first waits (SAFETY_POLL_SECONDS): 0 = no resource events, poll every poll_seconds.
+    safety_poll_seconds: int = Field(default=0, ge=0)
+    # The sysprep script signals its end (ImageFactory.SysprepFinished).
+    sysprep_signal: bool = False
     min_free_disk_gb: float = Field(default=10.0, ge=0)
     end_of_life_days: int = Field(default=180, ge=1, le=3650)
     replica_count: int = Field(default=1, ge=1, le=100)
@@ -437,6 +441,11 @@ def resolve(settings: Settings, image_name: str, build_id: str, request: BuildRe
         timeout_minutes=image.build.timeout_minutes,
         sysprep_timeout_minutes=image.build.sysprep_timeout_minutes,
         poll_seconds=settings.poll_interval_seconds,
+        safety_poll_seconds=settings.safety_poll_seconds,
+        sysprep_signal=bool(
+            settings.sysprep_signal_url
+            or (settings.build_vm_identity_id and settings.eventgrid_topic_endpoint)
+        ),
         min_free_disk_gb=image.build.min_free_disk_gb,
         end_of_life_days=(retention.end_of_life_days if retention else None) or 180,
         names=PlanNames(**resource_names.to_dict()),

@@ -24,7 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from devhost.clock import VirtualClock
-from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS, BUILD_FUNCTIONS
+from shared.event_subscriptions import (
+    APP_EVENT_SUBSCRIPTIONS,
+    BUILD_FUNCTIONS,
+    SYSTEM_TOPIC_SUBSCRIPTIONS,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = ROOT / "scenarios" / "default.yaml"
@@ -78,11 +82,14 @@ def local_world(
     extra_settings: Mapping[str, str] | None = None,
     app_spec: str = "function_app:app",
     subscribe: Sequence[str] = BUILD_FUNCTIONS,
+    resource_events: bool = True,
 ) -> Iterator[World]:
     """Start the emulator and the devhost on one paused virtual clock; stop both on exit.
 
     ``subscribe`` names the app's Event Grid functions the emulator's topic delivers to (the
-    build's two by default; the lifecycle demo takes them all)."""
+    build's two by default; the lifecycle demo takes them all). ``resource_events``: subscribe
+    ``on_resource_event`` to the emulator's resource events (the event-first waits); off, every
+    wait learns of an operation's end by polling only."""
     import emulator
     from devhost.host import DevHost
     from emulator.scenario import load_scenario
@@ -96,6 +103,8 @@ def local_world(
     settings = app_settings(
         running.url, str(running.ca_path), sc.default_subscription, Path(catalogue)
     )
+    if not resource_events:  # nothing will deliver them: poll as before
+        settings["SAFETY_POLL_SECONDS"] = "0"
     settings.update(extra_settings or {})
     before = {k: os.environ.get(k) for k in [*settings, "SYSPREP_SIGNAL_URL"]}
     os.environ.update(settings)
@@ -130,6 +139,9 @@ def local_world(
                     "includedEventTypes": list(APP_EVENT_SUBSCRIPTIONS[function]),
                 }
             )
+        if resource_events:
+            # Azure's resource events on the subscription's system topic: event-first waits.
+            events.subscribe(resource_event_subscription(world, sc.default_subscription))
         yield world
     finally:
         if host is not None:
@@ -141,6 +153,20 @@ def local_world(
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def resource_event_subscription(world: World, subscription: str) -> dict[str, Any]:
+    """The Event Grid subscription of ``on_resource_event`` on a subscription's system topic."""
+    endpoint = world.webhook("on_resource_event")
+    key = world.settings.get("DEVHOST_FUNCTION_KEY")
+    if key:  # as Azure's subscription to a function's webhook carries the key (or needs none)
+        endpoint += f"&code={key}"
+    return {
+        "name": "resource-events",
+        "endpoint": endpoint,
+        "includedEventTypes": list(SYSTEM_TOPIC_SUBSCRIPTIONS["on_resource_event"]),
+        "subjectBeginsWith": f"/subscriptions/{subscription}/",
+    }
 
 
 def follow_build(

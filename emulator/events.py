@@ -7,10 +7,28 @@ system topic does. Subscribers are registered by URL (loopback only) with Event 
 (``includedEventTypes``, ``subjectBeginsWith``, ``subjectEndsWith``) and schema (``eventgrid``:
 a JSON array per POST; ``cloudevents``: one ``application/cloudevents+json`` event per POST).
 
-Delivery is asynchronous but counts as clock work: a pending delivery keeps the emulator's
-clock participant busy, so virtual time cannot skip past an undelivered event. Failed POSTs are
-retried on Event Grid's schedule (10 s, 30 s, 1 min, 5 min ... in host time) up to
-``max_attempts``, then dead-lettered (kept in :attr:`EventPublisher.dead_letters`).
+Resource events are published when the operation *completes* (the LRO's end in host time, from
+``emulator/lro.py``; synchronous actions such as ``generalize`` when they answer), as Azure's
+subscription system topic does. Delivery is Event Grid's, as far as a subscriber can tell:
+
+- **delayed**: each delivery leaves after a seeded delay in host time (:class:`DeliveryModel`,
+  default 1-5 s, 5 % of them 5-30 s). Microsoft publishes no latency figure for system topics:
+  Event Grid "tries to deliver each message at least once for each matching subscription
+  immediately" (delivery-and-retry) with "near real-time" delivery; resource events arrive
+  within seconds in practice (platform notes);
+- **unordered**: delays are drawn per delivery, so two events seconds apart may swap
+  ("Event Grid doesn't guarantee order for event delivery");
+- **at least once**: an occasional delivery is repeated (``duplicate_probability``, default 2 %,
+  the copy a few seconds later, the same event ``id``); the fault flag
+  ``eventgrid_event_duplicated`` forces it;
+- **lost**, as a seedable fault only: the flag ``eventgrid_event_lost`` (matched on
+  ``event_type``, ``subject``, ``operation`` and ``subscription``) drops a delivery silently, so
+  a subscriber's safety net (polling) gets exercised.
+
+A scheduled or pending delivery counts as clock work (a scheduled one through the emulator's
+scheduler, an in-flight POST keeps the participant busy), so virtual time cannot skip past an
+undelivered event. Failed POSTs are retried on Event Grid's schedule (10 s, 30 s, 1 min, 5 min
+... in host time) up to ``max_attempts``, then dead-lettered (:attr:`EventPublisher.dead_letters`).
 """
 
 from __future__ import annotations
@@ -19,6 +37,7 @@ import ipaddress
 import json
 import logging
 import queue
+import random
 import threading
 import urllib.error
 import urllib.parse
@@ -43,6 +62,41 @@ DELETE_FAILURE = "Microsoft.Resources.ResourceDeleteFailure"
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
 RETRY_SCHEDULE = [10, 30, 60, 300, 600, 1800, 3600]
+LOST_FLAG = "eventgrid_event_lost"
+DUPLICATED_FLAG = "eventgrid_event_duplicated"
+
+
+@dataclass
+class DeliveryModel:
+    """How long Event Grid takes to deliver, and how often it delivers twice (seeded draws).
+
+    ``delay``: uniform in ``[min_seconds, max_seconds]``; with ``tail_probability`` instead
+    uniform in ``[max_seconds, tail_max_seconds]``. ``duplicate_probability``: a second
+    delivery of the same event, ``duplicate_after`` later (uniform in its range).
+    """
+
+    min_seconds: float = 1.0
+    max_seconds: float = 5.0
+    tail_probability: float = 0.05
+    tail_max_seconds: float = 30.0
+    duplicate_probability: float = 0.02
+    duplicate_after: tuple[float, float] = (1.0, 10.0)
+
+    def delay(self, rng: random.Random) -> timedelta:
+        if self.tail_probability and rng.random() < self.tail_probability:
+            seconds = rng.uniform(self.max_seconds, self.tail_max_seconds)
+        else:
+            seconds = rng.uniform(self.min_seconds, self.max_seconds)
+        return timedelta(seconds=round(seconds, 3))
+
+    def duplicate(self, rng: random.Random) -> timedelta | None:
+        if not self.duplicate_probability or rng.random() >= self.duplicate_probability:
+            return None
+        return timedelta(seconds=round(rng.uniform(*self.duplicate_after), 3))
+
+
+IMMEDIATE = DeliveryModel(0.0, 0.0, 0.0, 0.0, 0.0)
+"""No delay, no duplicates: for tests of the delivery mechanics themselves."""
 
 
 def is_loopback_url(url: str) -> bool:
@@ -154,6 +208,10 @@ class EventHost(Protocol):
     def operation_context(self) -> dict[str, str]: ...
 
 
+class _FaultSource(Protocol):
+    def flag(self, kind: str, **match: object) -> bool: ...
+
+
 @dataclass
 class _Subscription:
     spec: EventSubscriptionSpec
@@ -186,6 +244,8 @@ class _Stats:
     delivered: int = 0
     failed_attempts: int = 0
     dead_lettered: int = 0
+    lost: int = 0
+    duplicated: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
 
 
@@ -204,6 +264,9 @@ class EventPublisher:
         self.dead_letters: list[DeliveryRecord] = []
         self.stats = _Stats()
         self.timeout = 10.0
+        self.model = DeliveryModel()
+        self._rng = random.Random("eventgrid:0")
+        self.lost: list[DeliveryRecord] = []
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -218,12 +281,16 @@ class EventPublisher:
             self._thread = None
 
     def reset(self) -> None:
+        """Forget subscriptions and records; reseed the delivery draws from the scenario."""
+        seed = getattr(getattr(self._host, "scenario", None), "seed", 0)
         with self._lock:
             self._subs.clear()
             self.log.clear()
             self.deliveries.clear()
             self.dead_letters.clear()
+            self.lost.clear()
             self.stats = _Stats()
+            self._rng = random.Random(f"eventgrid:{seed}")
 
     # -- subscriptions ---------------------------------------------------------------------
     def subscribe(self, spec: EventSubscriptionSpec | dict[str, Any]) -> EventSubscriptionSpec:
@@ -281,10 +348,56 @@ class EventPublisher:
             self.log.append(event)
             if len(self.log) > self._log_limit:
                 del self.log[: len(self.log) - self._log_limit]
-            for target in self._subs.values():
-                if target.state != "Failed" and target.spec.matches(event_type, subject):
-                    self._enqueue(_Job(target.spec.name, event))
+            targets = [
+                t
+                for t in self._subs.values()
+                if t.state != "Failed" and t.spec.matches(event_type, subject)
+            ]
+        for target in targets:
+            self._dispatch(target.spec.name, event)
         return event
+
+    def _flag(self, kind: str, event: Event, subscription: str) -> bool:
+        faults: _FaultSource | None = getattr(self._host, "faults", None)
+        if faults is None:
+            return False
+        operation = event.data.get("operationName") if isinstance(event.data, dict) else None
+        return faults.flag(
+            kind,
+            event_type=event.event_type,
+            subject=event.subject,
+            operation=str(operation or ""),
+            subscription=subscription,
+        )
+
+    def _dispatch(self, sub_name: str, event: Event) -> None:
+        """Schedule one subscription's delivery: delayed, maybe twice, maybe (a fault) never."""
+        if self._flag(LOST_FLAG, event, sub_name):
+            with self._lock:
+                self.stats.lost += 1
+                self.lost.append(
+                    DeliveryRecord(sub_name, event.id, event.event_type, 0, None, "lost (fault)")
+                )
+            log.info("event %s (%s) to %s lost (fault)", event.id, event.event_type, sub_name)
+            return
+        with self._lock:
+            delay = self.model.delay(self._rng)
+            again = self.model.duplicate(self._rng)
+        if again is None and self._flag(DUPLICATED_FLAG, event, sub_name):
+            again = timedelta(seconds=self.model.duplicate_after[0])
+        self._later(delay, _Job(sub_name, event))
+        if again is not None:
+            with self._lock:
+                self.stats.duplicated += 1
+            self._later(delay + again, _Job(sub_name, event))
+
+    def _later(self, delay: timedelta, job: _Job) -> None:
+        if delay <= timedelta(0):
+            self._enqueue(job)
+            return
+        self._host.schedule_call(
+            delay, lambda: self._enqueue(job), f"eventgrid-delivery:{job.sub_name}"
+        )
 
     def _resource_event(
         self,

@@ -177,5 +177,6 @@ output EVENTGRID_TOPIC_ID string = app.outputs.topicId
 output EVENTGRID_TOPIC_ENDPOINT string = app.outputs.topicEndpoint
 output DEADLETTER_CONTAINER_ID string = app.outputs.deadLetterContainerId
 output BUILD_RESOURCE_GROUP string = buildGroup.name
+output GALLERY_RESOURCE_GROUP string = galleryGroup.name
 output BUILD_SUBNET_ID string = buildSubnetId
 output BUILD_VM_IDENTITY_ID string = buildIdentity.outputs.identityId

@@ -65,6 +65,8 @@ class BuildContext:
         self.timings: dict[str, float] = {}
         self.steps: list[dict[str, Any]] = []
         self.interval = timedelta(seconds=10)
+        # Event-first waits poll only this often (0: resource events off, poll every interval).
+        self.safety = timedelta(0)
         self.deadline = now(context) + timedelta(hours=4)
 
     def enter(self, phase: str, percent: int, operation: str, **extra: Any) -> None:
@@ -92,8 +94,14 @@ class BuildContext:
         interval: timedelta | None = None,
         deadline: datetime | None = None,
         args: dict[str, Any] | None = None,
+        resource_id: str | None = None,
+        event_kind: str | None = None,
     ) -> Flow:
-        """Wait for an operation with this build's poll interval and deadline by default."""
+        """Wait for an operation with this build's poll interval and deadline by default.
+
+        With ``resource_id`` and ``event_kind`` the wait is event-first (Azure's resource event
+        ends it, the safety poll backs it up) when the plan turned resource events on.
+        """
         result: dict[str, Any] = yield from wait(
             self.context,
             activity,
@@ -103,6 +111,9 @@ class BuildContext:
             deadline=deadline or self.deadline,
             what=what,
             args=args,
+            resource_id=resource_id,
+            event_kind=event_kind,
+            safety_interval=self.safety,
         )
         return result
 
@@ -121,6 +132,8 @@ def _create_vm(b: BuildContext, os_disk_id: str | None, what: str) -> Flow:
             {"vm_id": vm_id},
             "vm_running",
             what,
+            resource_id=vm_id,
+            event_kind=names.WAIT_KIND_WRITE,
         )
         if state.get("provisioning_state") != "Failed":
             if state.get("security_type") == "TrustedLaunch":
@@ -152,6 +165,8 @@ def _delete_and_wait(b: BuildContext, resource_id: str, what: str) -> Flow:
         "gone",
         f"deleting {what}",
         deadline=now(b.context) + timedelta(hours=1),
+        resource_id=resource_id,
+        event_kind=names.WAIT_KIND_DELETE,
     )
 
 
@@ -168,6 +183,8 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
         {"resource_id": snap["snapshot_id"], "operation_url": snap.get("operation_url")},
         "provisioned",
         "snapshot of the source OS disk",
+        resource_id=snap["snapshot_id"],
+        event_kind=names.WAIT_KIND_WRITE,
     )
     disk = yield from call(
         b.context,
@@ -179,6 +196,8 @@ def _snapshot_to_disk(b: BuildContext, source_disk_id: str) -> Flow:
         {"resource_id": disk["disk_id"], "operation_url": disk.get("operation_url")},
         "provisioned",
         "disk from the snapshot",
+        resource_id=disk["disk_id"],
+        event_kind=names.WAIT_KIND_WRITE,
     )
     return disk["disk_id"]
 
@@ -202,6 +221,9 @@ def _run_script(b: BuildContext, vm_id: str, name: str, script: list[str], what:
         {"vm_id": vm_id, "name": name},
         "run_finished",
         what,
+        # A managed run command's PUT (asyncExecution false) ends when its script ends.
+        resource_id=f"{vm_id}/runCommands/{name}",
+        event_kind=names.WAIT_KIND_WRITE,
     )
     record = {
         "name": name,
@@ -300,8 +322,10 @@ def _sysprep(b: BuildContext, vm_id: str) -> Flow:
     signalled = False
     failures = 0
     retry_after: float | None = None
+    # With the signal on its way and event-first waits on, polling is only the safety net.
+    unsignalled = b.safety if b.safety and b.plan.get("sysprep_signal") else b.interval
     while True:
-        pause = poll_delay(SIGNALLED_POLL if signalled else b.interval, failures, retry_after)
+        pause = poll_delay(SIGNALLED_POLL if signalled else unsignalled, failures, retry_after)
         if signalled:
             yield b.context.create_timer(min(now(b.context) + pause, deadline))
         else:
@@ -351,6 +375,9 @@ def _replicate(b: BuildContext, version_poll: dict[str, Any]) -> Flow:
         args={"regions": regions},
         interval=max(b.interval, GALLERY_POLL),
         deadline=b.deadline + REPLICATION_ALLOWANCE,
+        # The version's create operation ends when every region has replicated.
+        resource_id=version_poll["version_id"],
+        event_kind=names.WAIT_KIND_WRITE,
     )
     b.status["regions"] = final.get("regions")
     return final
@@ -369,6 +396,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             {"image": b.image, "build_id": b.build_id, "request": b.request},
         )
         b.interval = timedelta(seconds=int(b.plan.get("poll_seconds", 10)))
+        b.safety = timedelta(seconds=int(b.plan.get("safety_poll_seconds") or 0))
         b.deadline = now(context) + timedelta(minutes=int(b.plan.get("timeout_minutes", 240)))
         b.status["base"] = b.plan["source"]
 
@@ -417,6 +445,8 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             {"vm_id": vm_id},
             "deallocated",
             "deallocating the build VM",
+            resource_id=vm_id,
+            event_kind=names.WAIT_KIND_DEALLOCATE,
         )
         b.enter("capture", 65, "generalize the build VM")
         yield from call(context, names.ACT_GENERALIZE_VM, {"vm_id": vm_id})
@@ -458,6 +488,8 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
             interval=max(b.interval, GALLERY_POLL),
             # The version stays Creating until every region replicated: same allowance.
             deadline=b.deadline + REPLICATION_ALLOWANCE,
+            resource_id=version_id,
+            event_kind=names.WAIT_KIND_WRITE,
         )
         final = yield from _replicate(b, version_poll)
         outcome["regions"] = final.get("regions")
@@ -487,6 +519,7 @@ def build_image(context: df.DurableOrchestrationContext) -> Flow:
                 "build_id": b.build_id,
                 "image": b.image,
                 "poll_seconds": int(b.interval.total_seconds()),
+                "safety_poll_seconds": int(b.safety.total_seconds()),
             },
             f"{context.instance_id}:cleanup",
         )

@@ -33,6 +33,8 @@ def cleanup_build(context: df.DurableOrchestrationContext) -> Flow:
     args: dict[str, Any] = context.get_input() or {}
     build_id = args["build_id"]
     interval = timedelta(seconds=int(args.get("poll_seconds") or 10))
+    # Event-first: a ResourceDeleteSuccess ends each wait; 0 (or absent): poll every interval.
+    safety = timedelta(seconds=int(args.get("safety_poll_seconds") or 0))
     deadline = now(context) + timedelta(hours=1)
     query: dict[str, Any] = {"resource_group": args.get("resource_group"), "build_id": build_id}
     if args.get("image"):
@@ -65,6 +67,9 @@ def cleanup_build(context: df.DurableOrchestrationContext) -> Flow:
                     interval=interval,
                     deadline=deadline,
                     what=f"deleting {resource['id']}",
+                    resource_id=resource["id"],
+                    event_kind=names.WAIT_KIND_DELETE,
+                    safety_interval=safety,
                 )
                 deleted.append(resource["id"])
     remaining = yield from call(context, names.ACT_LIST_BUILD_RESOURCES, query)

@@ -11,6 +11,12 @@ A poll is not the operation: a poll that fails for a temporary reason (429, 503,
 is only a poll without news. The wait backs off (respecting Retry-After) and keeps polling until
 its own deadline; only the deadline, a permanent error or the verdict ends it. A failed
 operation's error (Azure's code and message) is carried word for word into the failure.
+
+Event-first (docs/events.md, "Resource events"): a wait given the resource it watches and the
+kind of operation (``write``, ``delete``, ``deallocate``) is named after them
+(``shared.names.resource_wait_instance_id``), so ``on_resource_event`` can raise Azure's
+resource event to it without any state; it then polls only every ``SAFETY_POLL_SECONDS`` in
+case an event is late or lost. An event is a hint: the wait decides on its own GET.
 """
 
 from __future__ import annotations
@@ -125,11 +131,22 @@ def wait(
     deadline: datetime,
     what: str,
     args: dict[str, Any] | None = None,
+    resource_id: str | None = None,
+    event_kind: str | None = None,
+    safety_interval: timedelta | None = None,
 ) -> Flow:
-    """Wait (in a sub-orchestration) until ``verdict`` holds for ``activity``'s answer."""
+    """Wait (in a sub-orchestration) until ``verdict`` holds for ``activity``'s answer.
+
+    Without ``resource_id``/``event_kind``/``safety_interval`` it polls every ``interval``.
+    With all three (and a safety interval above zero) it is *event-first*: its instance id is
+    :func:`shared.names.resource_wait_instance_id` of the resource and the kind of operation
+    (``write``, ``delete``, an action name), so the resource-event trigger can raise Azure's
+    event to it; the wait then polls only every ``safety_interval``, in case an event is late
+    or lost, and re-reads the resource (one GET) whenever an event says "look now".
+    """
     if verdict not in VERDICTS:
         raise StepFailedError(f"{what}: unknown verdict {verdict!r}")
-    spec = {
+    spec: dict[str, Any] = {
         "activity": activity,
         "payload": payload,
         "verdict": verdict,
@@ -138,7 +155,14 @@ def wait(
         "deadline": deadline.isoformat(),
         "what": what,
     }
-    child = f"{context.instance_id}:wait:{context.new_uuid()[:12]}"
+    safety = int(safety_interval.total_seconds()) if safety_interval else 0
+    if resource_id and event_kind and safety > 0:
+        spec["safety_seconds"] = max(safety, spec["interval_seconds"])
+        spec["resource_id"] = resource_id
+        spec["event_kind"] = event_kind
+        child = names.resource_wait_instance_id(resource_id, event_kind)
+    else:
+        child = f"{context.instance_id}:wait:{context.new_uuid()[:12]}"
     try:
         state: dict[str, Any] = yield context.call_sub_orchestrator(
             names.ORCH_WAIT_FOR_OPERATION, spec, child
@@ -154,20 +178,27 @@ POLLS_PER_EXECUTION = 20
 
 @bp.orchestration_trigger(context_name="context", orchestration=names.ORCH_WAIT_FOR_OPERATION)
 def wait_for_operation(context: df.DurableOrchestrationContext) -> Flow:
-    """Poll one activity on durable timers until a named verdict holds; return the last state.
+    """Check one activity until a named verdict holds; return the last state.
 
-    A poll failing for a temporary reason is retried after a back-off (never shorter than
-    Azure's Retry-After) until the wait's deadline; a permanent failure ends the wait. After
-    ``POLLS_PER_EXECUTION`` polls it continues as new (carrying the count of failed polls in a
-    row), so a wait of hours (gallery replication) never builds a long history.
+    Each round checks the state once (one activity call, one GET), then waits: for the poll
+    interval, or, when the wait is event-first (``safety_seconds`` in its input), for whichever
+    comes first of a ``ResourceChanged`` event and the slow safety poll. An event is only a
+    hint: the next round's GET decides. A poll failing for a temporary reason is retried after
+    a back-off (never shorter than Azure's Retry-After) until the wait's deadline; a permanent
+    failure ends the wait. After ``POLLS_PER_EXECUTION`` rounds it continues as new (carrying
+    the count of failed polls in a row), so a wait of hours never builds a long history.
+    Events that arrive during the continue-as-new are dropped (as Azure's host does): the new
+    execution starts with a GET, so nothing depends on them.
     """
     spec: dict[str, Any] = context.get_input() or {}
     check = VERDICTS[spec["verdict"]]
     args: dict[str, Any] = spec.get("args") or {}
     what = str(spec["what"])
     interval = timedelta(seconds=int(spec["interval_seconds"]))
+    safety = int(spec.get("safety_seconds") or 0)
     deadline = datetime.fromisoformat(spec["deadline"])
     failures = int(spec.get("failures") or 0)
+    hint: Any = None
     for _ in range(POLLS_PER_EXECUTION):
         polled = yield from call_once(context, spec["activity"], spec["payload"])
         current = now(context)
@@ -186,6 +217,7 @@ def wait_for_operation(context: df.DurableOrchestrationContext) -> Flow:
                     f"{what}: not finished by the deadline {deadline.isoformat()}; the last "
                     f"{failures} status polls failed: {polled.error}"
                 )
+            # A failing poll backs off on a timer only: an event cannot make ARM answer sooner.
             delay = poll_delay(interval, failures, polled.retry_after)
             yield context.create_timer(min(current + delay, deadline))
             continue
@@ -201,6 +233,16 @@ def wait_for_operation(context: df.DurableOrchestrationContext) -> Flow:
             raise StepFailedError(f"{what}: {outcome}")
         if current >= deadline:
             raise StepFailedError(f"{what}: not finished by the deadline {deadline.isoformat()}")
-        yield context.create_timer(min(current + interval, deadline))
+        if not safety:
+            yield context.create_timer(min(current + interval, deadline))
+            continue
+        # Event-first: the event (a hint) or the safety poll, whichever comes first. An event
+        # raised while the activity ran is kept by the host and completes this wait at once.
+        if hint is None or hint.is_completed:
+            hint = context.wait_for_external_event(names.EVT_RESOURCE_CHANGED)
+        timer = context.create_timer(min(current + timedelta(seconds=safety), deadline))
+        winner = yield context.task_any([hint, timer])
+        if winner == hint and not timer.is_completed:
+            timer.cancel()
     context.continue_as_new({**spec, "failures": failures})
     return None

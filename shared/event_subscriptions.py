@@ -21,16 +21,28 @@ APP_EVENT_SUBSCRIPTIONS: Final[dict[str, tuple[str, ...]]] = {
     "on_image_version_validated": (names.EG_IMAGE_VERSION_VALIDATED,),
 }
 
+# function name -> the resource event types delivered to it from the subscription's system
+# topic (Microsoft.Resources.Subscriptions): the event-first waits (docs/events.md).
+SYSTEM_TOPIC_SUBSCRIPTIONS: Final[dict[str, tuple[str, ...]]] = {
+    "on_resource_event": tuple(
+        f"Microsoft.Resources.Resource{op}{outcome}"
+        for op in ("Write", "Delete", "Action")
+        for outcome in ("Success", "Failure", "Cancel")
+    ),
+}
+
 # What a build alone needs (the local world's default: a build test sees no validation start).
 BUILD_FUNCTIONS: Final = ("on_marketplace_image_published", "on_sysprep_signal")
 
 
-def main() -> int:
-    """One line per subscription: ``<function> <type>[,<type>...]`` (for the post-deploy hook)."""
-    for function, types in APP_EVENT_SUBSCRIPTIONS.items():
+def main(argv: list[str]) -> int:
+    """One line per subscription: ``<function> <type>[,<type>...]`` (for the post-deploy hook);
+    ``--system`` lists the subscription system topic's (resource events) instead."""
+    table = SYSTEM_TOPIC_SUBSCRIPTIONS if "--system" in argv else APP_EVENT_SUBSCRIPTIONS
+    for function, types in table.items():
         print(function, ",".join(types))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

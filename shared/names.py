@@ -8,6 +8,7 @@ one edit and a typo is an import error, not a runtime "unknown function".
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Final
 
 # Orchestrators
@@ -78,6 +79,9 @@ ACT_SET_RING_STATE: Final = "set_ring_state"
 EVT_SYSPREP_FINISHED: Final = "SysprepFinished"
 EVT_CANCEL: Final = "Cancel"
 EVT_RING_RESUME: Final = "RingResume"
+# An Azure resource event (ResourceWriteSuccess ...) about the resource a wait watches: a hint
+# to look now (triggers/resource_events.py raises it; orchestrators/wait.py confirms by a GET).
+EVT_RESOURCE_CHANGED: Final = "ResourceChanged"
 
 # Custom Event Grid event types this app publishes or accepts
 EG_MARKETPLACE_IMAGE_PUBLISHED: Final = "ImageFactory.MarketplaceImagePublished"
@@ -161,6 +165,45 @@ def sequenced_build_id(image: str, sequence: int) -> str:
     if sequence < 1:
         raise ValueError(f"a build sequence starts at 1, got {sequence}")
     return f"{image}-{sequence:06d}"
+
+
+# Waits for an Azure operation that resource events can end (docs/events.md, "Resource events").
+# The kind of operation a resource event reports: ``write`` (create or update), ``delete``, or
+# an action's name (``deallocate``, ``start`` ...), taken from the event's ``operationName``.
+WAIT_KIND_WRITE: Final = "write"
+WAIT_KIND_DELETE: Final = "delete"
+WAIT_KIND_DEALLOCATE: Final = "deallocate"
+
+_UNSAFE = re.compile(r"[^a-z0-9.-]+")
+
+
+def resource_event_kind(event_type: str, operation_name: str) -> str | None:
+    """The kind of a resource event: ``write``, ``delete``, an action's name, or None."""
+    kind = event_type.rsplit(".", 1)[-1].lower()
+    if kind.startswith("resourcewrite"):
+        return WAIT_KIND_WRITE
+    if kind.startswith("resourcedelete"):
+        return WAIT_KIND_DELETE
+    if kind.startswith("resourceaction"):
+        parts = operation_name.strip("/").split("/")
+        if len(parts) >= 3 and parts[-1].lower() == "action":
+            return parts[-2].lower()
+    return None
+
+
+def resource_wait_instance_id(resource_id: str, kind: str) -> str:
+    """The wait for ``kind`` on one resource: ``rwait:<kind>:<name>:<digest>``.
+
+    A pure function of the resource id (case-insensitive, as ARM ids are) and the kind, so the
+    resource-event trigger finds the waiting orchestration from the event alone, without any
+    state of its own. At most one such wait runs at a time (a build waits for one operation on
+    a resource at a time; a later wait of the same kind replaces the completed one). The digest
+    keeps the id short and free of ``/``; the name is there for people reading the logs.
+    """
+    rid = resource_id.strip().rstrip("/").lower()
+    digest = hashlib.sha256(rid.encode()).hexdigest()[:20]
+    name = _UNSAFE.sub("-", rid.rsplit("/", 1)[-1])[:40].strip("-") or "resource"
+    return f"rwait:{_UNSAFE.sub('-', kind.lower())[:24]}:{name}:{digest}"
 
 
 # The HTTP API (triggers/_api.py, docs/api.md): remembered answers and callback notices

@@ -56,6 +56,16 @@ def _identity(raw: str) -> str | None:
     return value
 
 
+def _safety_poll(env: Mapping[str, str]) -> int:
+    """SAFETY_POLL_SECONDS: 0 (resource events off) or 10-3600; 300 when unset."""
+    value = _int(env, "SAFETY_POLL_SECONDS", 300, 0, 3600)
+    if 0 < value < 10:
+        raise SettingsError.single(
+            "SAFETY_POLL_SECONDS", "must be 0 (events off) or between 10 and 3600", "bad setting"
+        )
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """The settings the functions read; see docs/settings.md for each one."""
@@ -73,6 +83,9 @@ class Settings:
     sysprep_signal_url: str | None = None
     poll_interval_seconds: int = 15
     build_vm_identity_id: str | None = None
+    # Event-first waits: the safety poll's interval; 0 turns resource events off (every wait
+    # then polls every poll_interval_seconds).
+    safety_poll_seconds: int = 300
 
     @property
     def uses_emulator(self) -> bool:
@@ -109,6 +122,7 @@ class Settings:
             sysprep_signal_url=env.get("SYSPREP_SIGNAL_URL", "").strip() or None,
             poll_interval_seconds=_int(env, "POLL_INTERVAL_SECONDS", 15, 5, 3600),
             build_vm_identity_id=_identity(env.get("BUILD_VM_IDENTITY_ID", "")),
+            safety_poll_seconds=_safety_poll(env),
         )
 
 

@@ -28,7 +28,9 @@ python3 -m shared.event_subscriptions | while read -r fn types; do
 done
 
 # Resource events of the subscription (system topic), for the event-first waits: only writes,
-# deletes and actions that completed, only in the resource groups the app works in.
+# deletes and actions that ended, only in the resource groups the app works in (build, gallery,
+# and the existing groups the catalogue names). Types: shared/event_subscriptions.py --system.
+: "${GALLERY_RESOURCE_GROUP:?run azd provision first: GALLERY_RESOURCE_GROUP is not set}"
 system_topic=imagefactory-resources
 if ! az eventgrid system-topic show -g "$AZURE_RESOURCE_GROUP" -n "$system_topic" --output none 2>/dev/null; then
   az eventgrid system-topic create -g "$AZURE_RESOURCE_GROUP" -n "$system_topic" \
@@ -36,13 +38,14 @@ if ! az eventgrid system-topic show -g "$AZURE_RESOURCE_GROUP" -n "$system_topic
     --source "/subscriptions/$AZURE_SUBSCRIPTION_ID" --output none
 fi
 system_topic_id=$(az eventgrid system-topic show -g "$AZURE_RESOURCE_GROUP" -n "$system_topic" --query id -o tsv)
-if az functionapp function show -g "$AZURE_RESOURCE_GROUP" -n "$AZURE_FUNCTION_APP_NAME" \
-    --function-name on_resource_event --output none 2>/dev/null; then
-  subscribe imagefactory-resource-events "$system_topic_id" on_resource_event \
-    --included-event-types Microsoft.Resources.ResourceWriteSuccess Microsoft.Resources.ResourceWriteFailure \
-      Microsoft.Resources.ResourceDeleteSuccess Microsoft.Resources.ResourceActionSuccess \
-      Microsoft.Resources.ResourceActionFailure \
-    --subject-begins-with "/subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/$BUILD_RESOURCE_GROUP/"
-else
-  echo "no on_resource_event function in this build: resource-event subscription skipped (waits poll)"
-fi
+groups="$BUILD_RESOURCE_GROUP $GALLERY_RESOURCE_GROUP $(python3 -c 'import json; print(" ".join(json.load(open("infra/catalogue-scopes.json"))["existingResourceGroups"]))')"
+prefixes=""
+for group in $groups; do
+  prefixes="$prefixes /subscriptions/$AZURE_SUBSCRIPTION_ID/resourceGroups/$group/"
+done
+python3 -m shared.event_subscriptions --system | while read -r fn types; do
+  # shellcheck disable=SC2046,SC2086 # one argument per event type and per prefix
+  subscribe "imagefactory-$(echo "$fn" | tr '_' '-')" "$system_topic_id" "$fn" \
+    --included-event-types $(echo "$types" | tr ',' ' ') \
+    --advanced-filter subject StringBeginsWith $prefixes
+done

@@ -25,6 +25,7 @@ from bench.build_bench import (
     slack_table,
     sweep_verdict,
     union_seconds,
+    waits_of,
 )
 
 T0 = datetime(2026, 1, 5, 7, 0, tzinfo=UTC)
@@ -320,28 +321,38 @@ def test_replace_section_in_the_middle_keeps_what_follows() -> None:
     assert replace_section(doc, "## B", "B2") == "# P\n\n## A\n\na\n\n## B\n\nB2\n\n## C\n\nc\n"
 
 
-def test_sweep_verdict_names_intervals_within_the_target_and_those_that_drew_429s() -> None:
-    def run(poll: int, pct: float, throttled: int = 0) -> dict[str, object]:
+def test_sweep_verdict_names_runs_within_both_targets_and_what_the_others_miss() -> None:
+    def run(safety: int, pct: float, requests: int, throttled: int = 0) -> dict[str, object]:
         buckets = {"GetVMPerVM": throttled} if throttled else {}
         return {
-            "poll_seconds": poll,
+            "poll_seconds": 10,
+            "safety_seconds": safety,
             "overhead_pct": pct,
+            "arm_requests": requests,
             "throttled_429_in_window": throttled,
             "throttled_429_by_bucket": buckets,
         }
 
-    text = sweep_verdict([run(30, 2.5), run(3, 0.7, throttled=34), run(10, 1.2)])
+    text = sweep_verdict([run(0, 0.99, 718), run(300, 0.88, 155), run(600, 1.2, 141, 3)])
     assert text == (
-        "Within the 2 % target: 3 s, 10 s; beyond it: 30 s. "
-        "429s served at 3 s (limits hit: GetVMPerVM)."
+        "Within both targets (overhead under 1 %, at most 250 ARM requests): "
+        "events + 300 s poll; beyond: poll 10 s (requests); events + 600 s poll (overhead). "
+        "429s served with events + 600 s poll (limits hit: GetVMPerVM)."
     )
-    assert sweep_verdict([run(10, 1.2)]).endswith("beyond it: none. No interval drew a 429.")
+    assert sweep_verdict([run(300, 0.5, 100)]).endswith("beyond: none. No run drew a 429.")
+
+
+def test_waits_of_names_polling_events_and_lost_shares() -> None:
+    assert waits_of({"poll_seconds": 10, "safety_seconds": 0}) == "poll 10 s"
+    assert waits_of({"poll_seconds": 10, "safety_seconds": 300}) == "events + 300 s poll"
+    lost = {"poll_seconds": 10, "safety_seconds": 300, "lost_share": 0.25}
+    assert waits_of(lost) == "events + 300 s poll, 25% lost"
 
 
 def test_command_line_names_only_what_differs_from_the_defaults() -> None:
-    assert command_line("42,43,44", "5,10,15,30", True) == (
+    assert command_line("42,43,44", "0,120,300,600", "0.25", True) == (
         "PYTHONPATH=. .venv/bin/python bench/build_bench.py --write"
     )
-    assert command_line("7", "", False) == (
-        "PYTHONPATH=. .venv/bin/python bench/build_bench.py --seeds 7 --polls ''"
+    assert command_line("7", "", "", False) == (
+        "PYTHONPATH=. .venv/bin/python bench/build_bench.py --seeds 7 --safety '' --lost ''"
     )

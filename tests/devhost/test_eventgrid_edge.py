@@ -39,6 +39,7 @@ EVENT_GRID_FUNCTIONS = frozenset(
         "on_sysprep_signal",
         "on_image_version_staged",
         "on_image_version_validated",
+        "on_resource_event",
     }
 )
 

@@ -172,9 +172,14 @@ class RegionWatch:
         if time.monotonic() < self._next:
             return
         self._next = time.monotonic() + 0.1
-        waits, _ = world.host.engine.query(
-            runtime_status=["Running"], instance_id_prefix=f"build:{build_id}:wait:"
-        )
+        # Polling waits are children named after the build; event-first ones are named after
+        # their resource (``rwait:...``, shared.names.resource_wait_instance_id).
+        waits = []
+        for prefix in (f"build:{build_id}:wait:", "rwait:"):
+            found, _ = world.host.engine.query(
+                runtime_status=["Running"], instance_id_prefix=prefix
+            )
+            waits += found
         for wait in waits:
             state = (wait.get("customStatus") or {}).get("state") or {}
             regions = state.get("regions") or {}

@@ -82,10 +82,14 @@ def test_a_refused_signal_post_never_fails_the_build() -> None:
     with local_world(catalogue=TWO_REGIONS, extra_settings={"DEVHOST_FUNCTION_KEY": KEY}) as world:
         outputs: list[str] = []
 
-        def keep_sysprep_output(w: World, build_id: str) -> None:
-            text = _script_output(w)
+        # Read the guests' output after every script step, at that virtual instant: a real-time
+        # look can miss a whole script now that virtual time runs ahead between events.
+        def keep_sysprep_output(vm_id: str, _kind: str) -> None:
+            text = _script_output(world)
             if text:
                 outputs.append(text)
+
+        world.emulator.emu.add_listener("vm.guest", keep_sysprep_output)
 
         code, body = post_json(
             f"{world.host.url}/api/images/{OFFICE}/builds",
@@ -95,7 +99,7 @@ def test_a_refused_signal_post_never_fails_the_build() -> None:
         assert code == 202, body
         world.clock.resume()
         build_id = _await_build_id(world, "keys-on")
-        status = await_end(world, build_id, keep_sysprep_output)
+        status = await_end(world, build_id)
         world.host.engine.wait_idle(real_timeout=30)
 
         assert status["runtimeStatus"] == "Completed", status.get("output")

@@ -68,6 +68,17 @@ class Receiver:
         self.server.server_close()
 
 
+def await_posts(env: Any, receiver: Receiver, count: int, rounds: int = 500) -> None:
+    """Let host time run until ``count`` events were posted: Event Grid delivers seconds after
+    an operation ends (emulator/events.py), so "idle now" is not "delivered"."""
+    for _ in range(rounds):
+        env.wait_idle()
+        if len(receiver.posts) >= count:
+            return
+        env.clock.wait_until(None, real_timeout=0.02)
+    raise AssertionError(f"{len(receiver.posts)} of {count} events delivered")
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     r = Receiver()
@@ -216,7 +227,7 @@ def test_resource_events_are_delivered_in_event_grid_schema(
     emulator_env.create_vm("e1", client=c)
     emulator_env.create_vm("other", client=c)
     c.virtual_machines.begin_deallocate("rg", "e1").result()
-    emulator_env.wait_idle()
+    await_posts(emulator_env, receiver, 2)
     types = [body[0]["eventType"] for _, body in receiver.posts]
     assert types == [
         "Microsoft.Resources.ResourceWriteSuccess",
@@ -249,7 +260,7 @@ def test_cloudevents_schema_and_dead_lettering(emulator_env: Any, receiver: Rece
     c = emulator_env.compute_client()
     emulator_env.create_vm("c1", client=c)
     c.virtual_machines.begin_delete("rg", "c1").result()
-    emulator_env.wait_idle()
+    await_posts(emulator_env, receiver, 1)
     assert receiver.options[0]["webhook-request-origin"] == "eventgrid.azure.net"
     headers, body = receiver.posts[0]
     assert headers["content-type"].startswith("application/cloudevents+json")

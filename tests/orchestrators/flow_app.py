@@ -73,3 +73,33 @@ def exercise_wait(context: df.DurableOrchestrationContext) -> Any:
         args=args.get("args"),
     )
     return state
+
+
+# The resource an event-first wait in these tests watches (its events are raised by the tests).
+WATCHED = (
+    "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg-image-factory/"
+    "providers/Microsoft.Compute/virtualMachines/vm-watched"
+)
+
+
+@bp.orchestration_trigger(context_name="context", orchestration="exercise_event_wait")
+def exercise_event_wait(context: df.DurableOrchestrationContext) -> Any:
+    """An event-first wait on ``WATCHED``: events end it, a safety poll backs them up."""
+    from datetime import timedelta
+
+    from orchestrators._flow import now
+
+    args = context.get_input()
+    state = yield from wait.wait(
+        context,
+        "probe",
+        {},
+        args["verdict"],
+        interval=timedelta(seconds=10),
+        deadline=now(context) + timedelta(seconds=int(args.get("deadline_s", 86400))),
+        what="the watched VM",
+        resource_id=WATCHED,
+        event_kind=args.get("kind", "delete"),
+        safety_interval=timedelta(seconds=int(args.get("safety_s", 300))),
+    )
+    return state

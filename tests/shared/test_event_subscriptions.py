@@ -5,9 +5,15 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from devhost.functions import index_app
 from function_app import app
-from shared.event_subscriptions import APP_EVENT_SUBSCRIPTIONS, BUILD_FUNCTIONS
+from shared.event_subscriptions import (
+    APP_EVENT_SUBSCRIPTIONS,
+    BUILD_FUNCTIONS,
+    SYSTEM_TOPIC_SUBSCRIPTIONS,
+)
 
 
 def _event_grid_functions() -> set[str]:
@@ -18,19 +24,27 @@ def _event_grid_functions() -> set[str]:
 def test_every_event_grid_function_is_subscribed() -> None:
     functions = _event_grid_functions()
     assert functions, "the scan found no Event Grid function"
-    missing = sorted(functions - set(APP_EVENT_SUBSCRIPTIONS))
+    subscribed = set(APP_EVENT_SUBSCRIPTIONS) | set(SYSTEM_TOPIC_SUBSCRIPTIONS)
+    missing = sorted(functions - subscribed)
     assert not missing, f"shared/event_subscriptions.py lacks: {missing}"
-    unknown = sorted(set(APP_EVENT_SUBSCRIPTIONS) - functions)
+    unknown = sorted(subscribed - functions)
     assert not unknown, f"subscriptions name functions the app does not have: {unknown}"
     assert set(BUILD_FUNCTIONS) <= functions
 
 
-def test_the_hook_reads_one_line_per_subscription() -> None:
+@pytest.mark.parametrize(
+    ("args", "table"),
+    [([], APP_EVENT_SUBSCRIPTIONS), (["--system"], SYSTEM_TOPIC_SUBSCRIPTIONS)],
+    ids=["app-topic", "system-topic"],
+)
+def test_the_hook_reads_one_line_per_subscription(
+    args: list[str], table: dict[str, tuple[str, ...]]
+) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "shared.event_subscriptions"],
+        [sys.executable, "-m", "shared.event_subscriptions", *args],
         capture_output=True,
         text=True,
         check=True,
     ).stdout.splitlines()
     parsed = {line.split()[0]: tuple(line.split()[1].split(",")) for line in out}
-    assert parsed == APP_EVENT_SUBSCRIPTIONS
+    assert parsed == table
