@@ -40,6 +40,18 @@ param pythonVersion string = '3.11'
 @description('Subscriptions whose events the app accepts (comma-separated); empty: this one.')
 param allowedSubscriptions string = ''
 
+@description('Client id of the Entra app registration in front of the API (App Service Authentication). Create it first with the app roles Reader, Operator and Approver (README, "Deploy to Azure"): every route needs an authenticated principal.')
+@minLength(36)
+@maxLength(36)
+param apiClientId string
+
+@description('Hosts a request\'s callback_url may name (comma-separated); empty: callbacks off.')
+param callbackAllowedHosts string = ''
+
+@secure()
+@description('HMAC-SHA256 key that signs callback notices; kept in Key Vault, never in app settings. Empty: callbacks off.')
+param callbackSigningSecret string = ''
+
 @description('E-mail address for alerts (failed build, paused rollout, dead-lettered events); empty: no action group.')
 param alertEmail string = ''
 
@@ -86,6 +98,9 @@ module app 'modules/app.bicep' = {
     allowedSubscriptions: empty(allowedSubscriptions) ? subscription().subscriptionId : allowedSubscriptions
     alertEmail: alertEmail
     buildVmIdentityId: buildIdentity.outputs.identityId
+    apiClientId: apiClientId
+    callbackAllowedHosts: callbackAllowedHosts
+    callbackSigningSecret: callbackSigningSecret
   }
 }
 

@@ -14,6 +14,12 @@ param allowedSubscriptions string
 param alertEmail string
 @description('User-assigned identity the build VMs carry (publishes the sysprep signal).')
 param buildVmIdentityId string
+param apiClientId string
+param callbackAllowedHosts string
+@secure()
+param callbackSigningSecret string
+@description('Deployment time (the signing secret expires a year after it is set).')
+param deployedAt string = utcNow()
 
 var storageName = toLower('stimgf${suffix}${take(uniqueString(resourceGroup().id), 6)}')
 var deploymentContainer = 'app-package'
@@ -27,6 +33,7 @@ var roles = {
   eventGridDataSender: 'd5a91429-5739-47e2-a06b-3470a27159e7'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
   logAnalyticsReader: '73c42c96-874c-492b-b04d-ab87d138a893'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
 }
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
@@ -148,10 +155,75 @@ resource app 'Microsoft.Web/sites@2024-04-01' = {
         { name: 'BUILD_VM_IDENTITY_ID', value: buildVmIdentityId }
         // host pools' diagnostic settings send WVDConnections here; ring gates read them
         { name: 'LOG_ANALYTICS_WORKSPACE_ID', value: logs.id }
+        { name: 'CALLBACK_ALLOWED_HOSTS', value: callbackAllowedHosts }
+        // a Key Vault reference: the app resolves it with its identity, the value never shows
+        { name: 'CALLBACK_SIGNING_SECRET', value: empty(callbackSigningSecret) ? '' : '@Microsoft.KeyVault(VaultName=${vault.name};SecretName=callback-signing-secret)' }
         { name: 'POLL_INTERVAL_SECONDS', value: '30' }
         { name: 'ARM_MAX_RETRIES', value: '3' }
       ]
     }
+  }
+}
+
+// App Service Authentication (Entra ID): every request needs a token for the API's app
+// registration; the platform injects X-MS-CLIENT-PRINCIPAL (app roles in its claims) and strips
+// a forged one. The routes' own checks (triggers/_api.py) rely on it.
+resource auth 'Microsoft.Web/sites/config@2024-04-01' = {
+  parent: app
+  name: 'authsettingsV2'
+  properties: {
+    platform: { enabled: true }
+    globalValidation: {
+      requireAuthentication: true
+      unauthenticatedClientAction: 'Return401'
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: true
+        registration: {
+          clientId: apiClientId
+          openIdIssuer: '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+        }
+        validation: { allowedAudiences: ['api://${apiClientId}', apiClientId] }
+      }
+    }
+    login: { tokenStore: { enabled: false } }
+  }
+}
+
+// The callback signing key, only when callbacks are on: RBAC vault, purge protection.
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: 'kv-imgf-${suffix}'
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: { family: 'A', name: 'standard' }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    enablePurgeProtection: true
+    publicNetworkAccess: 'Enabled'
+    networkAcls: { defaultAction: 'Allow', bypass: 'AzureServices' }
+  }
+}
+
+resource signingSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(callbackSigningSecret)) {
+  parent: vault
+  name: 'callback-signing-secret'
+  properties: {
+    value: callbackSigningSecret
+    contentType: 'text/plain'
+    attributes: { enabled: true, exp: dateTimeToEpoch(dateTimeAdd(deployedAt, 'P1Y')) }
+  }
+}
+
+resource vaultAccess 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vault.id, app.id, roles.keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    principalId: app.identity.principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
   }
 }
 
