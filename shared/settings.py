@@ -199,8 +199,13 @@ def refuse_without_settings(log: logging.Logger, what: str) -> Settings | None:
     try:
         return load_settings()
     except SettingsError as error:
-        text = "; ".join(str(e) for e in error.errors)
-        if text not in _refused:
-            _refused.add(text)
-            log.error("%s refused to start: app setting %s", what, text)
+        settings_refused(log, what, error)
         return None
+
+
+def settings_refused(log: logging.Logger, what: str, error: SettingsError) -> None:
+    """The one log line for a settings problem (once per distinct problem per process)."""
+    text = "; ".join(str(e) for e in error.errors)
+    if text not in _refused:
+        _refused.add(text)
+        log.error("%s refused to start: app setting %s", what, text)

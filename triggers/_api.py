@@ -45,11 +45,13 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.json_schema import models_json_schema
 
 from shared import names
+from shared.app_catalogue import app_catalogue
 from shared.domain.callbacks import callback_url_problem
+from shared.domain.catalogue import Catalogue
 from shared.domain.principal import HEADER as PRINCIPAL_HEADER
 from shared.domain.principal import Principal, parse_principal
-from shared.errors import InputError, field_errors_from_pydantic
-from shared.settings import load_api_settings
+from shared.errors import InputError, SettingsError, field_errors_from_pydantic
+from shared.settings import load_api_settings, settings_refused
 from triggers._common import (
     MAX_BODY_BYTES,
     PayloadTooLargeError,
@@ -185,6 +187,20 @@ def not_found(code: str, message: str, field: str, **extra: Any) -> ApiError:
 
 def unavailable(code: str, message: str, retry_after: int = 30, **extra: Any) -> ApiError:
     return ApiError(503, code, message, headers={"Retry-After": str(retry_after)}, **extra)
+
+
+def readable_catalogue() -> Catalogue:
+    """The app's catalogue, or 503 ``CatalogueUnavailable`` (a settings problem passes on as
+    such: the route answers ``AppMisconfigured``)."""
+    try:
+        return app_catalogue()
+    except SettingsError:
+        raise
+    except (InputError, OSError) as exc:
+        log.error("catalogue unavailable: %s", exc)
+        raise unavailable(
+            "CatalogueUnavailable", f"the image catalogue cannot be read: {exc}"
+        ) from None
 
 
 def http_json(
@@ -362,6 +378,14 @@ def route(
                 return await _serve(spec, req, client)
             except ApiError as refused:
                 return refused.response()
+            except SettingsError as error:  # the operator's to fix: one line, a 503 naming it
+                settings_refused(log, f"route {method} {path}", error)
+                return unavailable(
+                    "AppMisconfigured",
+                    "the app's settings are missing or malformed: "
+                    + "; ".join(str(e) for e in error.errors),
+                    retry_after=300,
+                ).response()
             except Exception:  # a bug: say so without details, keep them in the log
                 log.exception("route %s %s failed", method, path)
                 return ApiError(500, "InternalError", f"{name} failed unexpectedly").response()

@@ -17,10 +17,8 @@ import azure.durable_functions as df
 from pydantic import AwareDatetime, BeforeValidator, Field
 
 from activities.lifecycle import version_summary
-from shared.app_catalogue import app_catalogue
 from shared.domain.versions import ImageVersion
-from shared.errors import InputError
-from triggers._api import IMAGE_PATTERN, Answer, Body, Call, Role, route, unavailable
+from triggers._api import IMAGE_PATTERN, Answer, Body, Call, Role, readable_catalogue, route
 from triggers.images import catalogue_image, gallery_versions
 
 bp = df.Blueprint()
@@ -85,12 +83,7 @@ async def audit(call: Call) -> dict[str, Any]:
     if q.image is not None:
         images = [catalogue_image(q.image)]
     else:
-        try:
-            images = list(app_catalogue().images)
-        except (InputError, OSError) as exc:
-            raise unavailable(
-                "CatalogueUnavailable", f"the image catalogue cannot be read: {exc}"
-            ) from None
+        images = list(readable_catalogue().images)
     rows: list[tuple[datetime | None, dict[str, Any]]] = []
     for image in images:
         for v in await gallery_versions(image):

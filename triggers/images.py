@@ -16,13 +16,21 @@ from typing import Any
 import azure.durable_functions as df
 
 from activities.lifecycle import versions_overview
-from shared.app_catalogue import app_catalogue, find_image
 from shared.azure import gallery
 from shared.domain.catalogue import CatalogueImage
 from shared.domain.versions import VersionState
-from shared.errors import InputError, NotFoundError
+from shared.errors import InputError, NotFoundError, SettingsError
 from shared.settings import load_settings
-from triggers._api import IMAGE_PATTERN, Answer, ApiError, Call, Role, route, unavailable
+from triggers._api import (
+    IMAGE_PATTERN,
+    Answer,
+    ApiError,
+    Call,
+    Role,
+    readable_catalogue,
+    route,
+    unavailable,
+)
 
 bp = df.Blueprint()
 log = logging.getLogger("imagefactory.triggers.images")
@@ -34,14 +42,9 @@ log = logging.getLogger("imagefactory.triggers.images")
 def catalogue_image(name: str, field: str = "image") -> CatalogueImage:
     """The catalogue entry ``name``: 404 naming ``field`` when unknown, 503 when unreadable."""
     try:
-        return find_image(name)
+        return readable_catalogue().get(name)
     except NotFoundError as exc:
         raise ApiError(404, "ImageNotFound", str(exc), field=field, image=name) from None
-    except (InputError, OSError) as exc:
-        log.error("catalogue unavailable: %s", exc)
-        raise unavailable(
-            "CatalogueUnavailable", f"the image catalogue cannot be read: {exc}"
-        ) from None
 
 
 def image_exists(params: dict[str, str]) -> None:
@@ -61,6 +64,8 @@ async def gallery_versions(image: CatalogueImage) -> list[gallery.VersionLifecyc
     """The image's gallery versions with tags (a blocking SDK read, off the event loop)."""
     try:
         return await asyncio.to_thread(_read_versions, image)
+    except SettingsError:
+        raise  # the operator's problem: the route answers 503 AppMisconfigured
     except (InputError, NotFoundError) as exc:
         raise unavailable("AzureUnavailable", f"versions could not be read: {exc}") from None
     except Exception as exc:  # Azure unreachable or throttled: retry later
@@ -134,13 +139,7 @@ def summary(image: CatalogueImage) -> dict[str, Any]:
 )
 async def list_images(call: Call) -> dict[str, Any]:
     """Every image of the catalogue with its regions and host pools."""
-    try:
-        catalogue = app_catalogue()
-    except (InputError, OSError) as exc:
-        raise unavailable(
-            "CatalogueUnavailable", f"the image catalogue cannot be read: {exc}"
-        ) from None
-    return {"images": [summary(i) for i in catalogue.images]}
+    return {"images": [summary(i) for i in readable_catalogue().images]}
 
 
 @route(

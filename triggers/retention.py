@@ -25,16 +25,25 @@ from azure.durable_functions.models.OrchestrationRuntimeStatus import Orchestrat
 from pydantic import Field, StrictBool
 
 from shared import names
-from shared.app_catalogue import app_catalogue
 from shared.azure.retention_gateway import orchestration_refs
-from shared.errors import InputError
+from shared.errors import InputError, SettingsError
 from shared.settings import (
     DEFAULT_RETENTION_SCHEDULE,
     load_settings,
     refuse_without_settings,
     retention_schedule,
 )
-from triggers._api import Answer, ApiError, Body, Call, Reply, Role, route, unavailable
+from triggers._api import (
+    Answer,
+    ApiError,
+    Body,
+    Call,
+    Reply,
+    Role,
+    readable_catalogue,
+    route,
+    unavailable,
+)
 from triggers._common import RUNNING, runtime_status
 
 bp = df.Blueprint()
@@ -62,18 +71,11 @@ class RunBody(Body):
     images: list[str] | None = Field(default=None, min_length=1, max_length=100)
 
 
-class CatalogueUnavailableError(Exception):
-    """The catalogue cannot be read: the operators' problem (503), not the caller's."""
-
-
 def _check_images(images: list[str] | None, field: str) -> None:
     """InputError naming ``field[i]`` for each name not in the catalogue."""
     if images is None:
         return
-    try:
-        known = set(app_catalogue(load_settings()).names())
-    except (InputError, OSError) as error:
-        raise CatalogueUnavailableError(str(error)) from None
+    known = set(readable_catalogue().names())
     bad = [(i, name) for i, name in enumerate(images) if name not in known]
     if bad:
         raise InputError(
@@ -135,11 +137,6 @@ async def start_run(client: Any, *, dry_run: bool, images: list[str] | None) -> 
     )
     log.info("retention run %s started (dry run: %s)", run_id, dry_run)
     return run_id
-
-
-def _unavailable(error: Exception) -> ApiError:
-    log.error("catalogue unavailable: %s", error)
-    return unavailable("CatalogueUnavailable", f"the image catalogue cannot be read: {error}")
 
 
 def _input(error: InputError) -> ApiError:
@@ -220,10 +217,10 @@ async def retention_plan(call: Call) -> Reply:
             raise InputError.single(extra[0], "unknown query parameter (only 'image')")
         if image is not None:
             _check_images([image], "image")
+    except SettingsError:
+        raise  # the operator's problem: the route answers 503 AppMisconfigured
     except InputError as error:
         raise _input(error) from None
-    except CatalogueUnavailableError as error:
-        raise _unavailable(error) from None
     run_id = await _start(call, dry_run=True, images=[image] if image else None)
     instance = names.retention_instance_id(run_id)
     url = call.url(f"retention/runs/{run_id}")
@@ -256,10 +253,10 @@ async def start_retention_run(call: Call) -> Reply:
     body: RunBody = call.body
     try:
         _check_images(body.images, "images")
+    except SettingsError:
+        raise  # the operator's problem: the route answers 503 AppMisconfigured
     except InputError as error:
         raise _input(error) from None
-    except CatalogueUnavailableError as error:
-        raise _unavailable(error) from None
     if not body.dry_run:
         running = await _applying_run(call.client)
         if running is not None:

@@ -550,3 +550,16 @@ def test_an_unknown_image_is_404_whatever_the_body() -> None:
     assert answer.status == 404
     assert answer.error["field"] == "image"
     assert client.calls == []
+
+
+def test_a_missing_app_setting_is_a_503_naming_it_never_a_400(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The operator's mistake, not the caller's: 503 with Retry-After, nothing started."""
+    monkeypatch.delenv("AZURE_SUBSCRIPTION_ID")
+    client = FakeDurable()
+    answer = call("list_images", READER, client)
+    assert answer.status == 503, answer.body
+    assert answer.error["code"] == "AppMisconfigured"
+    assert "AZURE_SUBSCRIPTION_ID" in answer.error["message"]
+    assert answer.headers.get("Retry-After") == "300"
